@@ -1,0 +1,82 @@
+"""Where each architecture keeps its decoder layers: the one place model layouts are resolved.
+
+Every other module asks :func:`decoder_layers` (or :func:`layer_prefix`) instead of walking
+attribute paths itself, so supporting a new family is one entry in :data:`LAYOUTS`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from rna_theory.errors import RNAError
+
+#: model_type -> dotted path from the *CausalLM* module to its list of decoder layers.
+LAYOUTS: dict[str, str] = {
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "mixtral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma": "model.layers",
+    "gemma2": "model.layers",
+    "gemma3_text": "model.layers",
+    "phi": "model.layers",
+    "phi3": "model.layers",
+    "olmo": "model.layers",
+    "olmo2": "model.layers",
+    "gpt2": "transformer.h",
+    "gpt_neox": "gpt_neox.layers",
+    "smollm3": "model.layers",
+}
+
+
+def _model_type(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) or type(model).__name__
+
+
+def layer_prefix(model: nn.Module) -> str:
+    """Dotted parameter-name prefix of the decoder layers (e.g. ``model.layers``)."""
+    model_type = _model_type(model)
+    if model_type in LAYOUTS:
+        return LAYOUTS[model_type]
+    # Multimodal wrappers (e.g. Gemma 3 conditional generation) keep a text model inside.
+    for path in ("model.language_model.layers", "language_model.model.layers"):
+        if _resolve(model, path) is not None:
+            return path
+    raise RNAError(f"unknown model layout {model_type!r} ({type(model).__name__})", where="model",
+                   fix=f"supported model_type values: {', '.join(sorted(LAYOUTS))}; add the dotted path "
+                       "of its decoder layers to rna_train.arch.LAYOUTS")
+
+
+def _resolve(model: nn.Module, path: str) -> nn.Module | None:
+    obj: object = model
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, nn.Module) else None
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's decoder layers, in order."""
+    path = layer_prefix(model)
+    layers = _resolve(model, path)
+    if not isinstance(layers, nn.ModuleList):
+        raise RNAError(f"expected a ModuleList of decoder layers at {path!r}, found {type(layers).__name__}",
+                       where="model", fix="fix the entry for this model type in rna_train.arch.LAYOUTS")
+    return layers
+
+
+def num_layers(model: nn.Module) -> int:
+    """Number of decoder layers."""
+    return len(decoder_layers(model))
+
+
+def check_layer(model: nn.Module, layer: int, name: str = "layer") -> int:
+    """Validate a decoder-layer index (0-based) against the model's depth."""
+    n = num_layers(model)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise RNAError(f"layer index {layer!r} is out of range for a {n}-layer model", where=name,
+                       fix=f"pick an integer in 0..{n - 1}")
+    return layer

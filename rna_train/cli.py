@@ -1,0 +1,57 @@
+"""The ``rna`` command line: one entry point, one module per subcommand.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and keeps heavy
+imports inside ``run`` so that ``rna --help`` and ``rna theory check`` start fast. Any
+:class:`~rna_theory.errors.RNAError` is printed as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from rna_theory.errors import RNAError
+
+#: subcommand -> (module, one-line help). Adding a command is one line here plus its module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "theory": ("rna_theory.commands.theory", "check the theory's claims numerically"),
+    "tune": ("rna_theory.commands.tune", "recommend the RNA noise scale from predicted bounds"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="rna", description="Robust LLM unlearning with Random "
+                                     "Noise Augmentation: theory checks, tuning, training, evaluation.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return int(args._module.run(args) or 0)
+    except RNAError as exc:
+        print(f"rna {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rna {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
