@@ -19,6 +19,9 @@ from rna_theory.errors import RNAError
 COMMANDS: dict[str, tuple[str, str]] = {
     "theory": ("rna_theory.commands.theory", "check the theory's claims numerically"),
     "tune": ("rna_theory.commands.tune", "recommend the RNA noise scale from predicted bounds"),
+    "eval": ("rna_train.commands.eval", "multiple-choice accuracy, clean and keyword-perturbed"),
+    "audit": ("rna_train.commands.audit", "latent audit of Assumption 1, predicted vs. measured robustness"),
+    "report": ("rna_train.commands.report", "Markdown + HTML report from eval/audit run directories"),
 }
 
 

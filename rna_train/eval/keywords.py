@@ -1,0 +1,69 @@
+"""Keyword lists for perturbed probes: shipped forget keywords (bio, cyber) and matched controls.
+
+The lists are package data (``rna_train/data/keywords_*.txt``): one keyword per line, ``#``
+comments. A keyword spec on the command line is a list name (``bio``, ``cyber``, ``forget`` =
+bio + cyber, ``control``) or the path of a file in the same format.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from importlib import resources
+from pathlib import Path
+
+from rna_theory.errors import RNAError
+
+#: Shipped list names -> package data files (``forget`` is the union of bio and cyber).
+BUILTIN: dict[str, tuple[str, ...]] = {
+    "bio": ("keywords_bio.txt",),
+    "cyber": ("keywords_cyber.txt",),
+    "forget": ("keywords_bio.txt", "keywords_cyber.txt"),
+    "control": ("keywords_control.txt",),
+}
+
+_PIECE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+
+def parse_keywords(text: str, where: str) -> list[str]:
+    """Keywords from list-file text: one per line, blank lines and ``#`` comments ignored."""
+    words = []
+    for line in text.splitlines():
+        word = line.split("#", 1)[0].strip()
+        if word:
+            words.append(" ".join(word.split()))
+    if not words:
+        raise RNAError("keyword list is empty", where=where, fix="put one keyword per line")
+    return words
+
+
+def builtin_keywords(name: str) -> list[str]:
+    """A shipped keyword list by name (see :data:`BUILTIN`)."""
+    if name not in BUILTIN:
+        raise RNAError(f"unknown keyword list {name!r}", where="keywords",
+                       fix=f"use one of {', '.join(BUILTIN)} or the path of a keyword file")
+    words: list[str] = []
+    for filename in BUILTIN[name]:
+        text = resources.files("rna_train").joinpath("data", filename).read_text(encoding="utf-8")
+        words.extend(parse_keywords(text, f"rna_train/data/{filename}"))
+    return words
+
+
+def resolve_keywords(spec: str) -> tuple[str, list[str]]:
+    """``(kind, keywords)`` for a list name or a keyword-file path; ``kind`` names the list."""
+    if spec in BUILTIN:
+        return spec, builtin_keywords(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise RNAError(f"{spec!r} is neither a keyword list name nor a file", where="keywords",
+                       fix=f"use one of {', '.join(BUILTIN)} or the path of a keyword file")
+    return path.stem, parse_keywords(path.read_text(encoding="utf-8"), str(path))
+
+
+def approx_tokens(word: str) -> int:
+    """Tokenizer-free token-count estimate: each digit or symbol is a token, letter runs ~4 chars.
+
+    Used to check that control words match forget keywords in length without a real tokenizer
+    (BPE vocabularies split rare words and symbols much like this).
+    """
+    return sum(1 if not p.isalpha() else math.ceil(len(p) / 4) for p in _PIECE.findall(word))

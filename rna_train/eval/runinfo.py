@@ -1,0 +1,72 @@
+"""What a run directory says about how its checkpoint was trained (method, RNA noise).
+
+Reads the trainer's ``config.yaml`` (``method.name``, ``rna.mode``, ``rna.noise`` as a number or a
+NoiseSchedule mapping, ``rna.layer``) when present; every field is optional so evaluation works on
+checkpoints that were not made by the trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The YAML mapping at ``path``, or ``{}`` when absent or unreadable (logged)."""
+    import yaml
+
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        log.warning("%s: unreadable YAML (%s); ignoring it", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def find_config(*dirs: str | Path) -> Path | None:
+    """The first ``config.yaml`` in ``dirs`` or their parents (a model folder inside a run)."""
+    for d in dirs:
+        base = Path(d)
+        for candidate in (base / "config.yaml", base.parent / "config.yaml"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def training_info(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"method", "rna", "nu", "relative_to"}`` from a trainer config (None where unknown).
+
+    ``nu`` is the final value of the noise schedule (``nu_end`` for annealed schedules), 0 when
+    RNA is off; ``auto`` noise is reported as unknown.
+    """
+    method = config.get("method")
+    name = method.get("name") if isinstance(method, dict) else method
+    rna = config.get("rna") if isinstance(config.get("rna"), dict) else {}
+    mode = rna.get("mode", "off") if rna else None
+    noise = rna.get("noise") if rna else None
+    nu: float | None = None
+    relative = "absolute"
+    if mode == "off":
+        nu = 0.0
+    elif isinstance(noise, (int, float)) and not isinstance(noise, bool):
+        nu = float(noise)
+    elif isinstance(noise, dict) and isinstance(noise.get("nu"), (int, float)):
+        end = noise.get("nu_end")
+        nu = float(end if noise.get("kind") in ("linear", "cosine") and end is not None else noise["nu"])
+        relative = str(noise.get("relative_to", "absolute"))
+    return {"method": str(name) if name else None, "rna": mode, "nu": nu, "relative_to": relative}
+
+
+def run_label(info: dict[str, Any], fallback: str) -> str:
+    """Human label such as ``rmu +RNA(nu=0.03)`` or ``rmu``; ``fallback`` when nothing is known."""
+    if not info.get("method"):
+        return fallback
+    if info.get("rna") not in (None, "off") and info.get("nu"):
+        rel = " x rms" if info.get("relative_to") == "rms" else ""
+        return f"{info['method']} +RNA(nu={info['nu']:g}{rel})"
+    return str(info["method"])

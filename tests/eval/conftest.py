@@ -1,0 +1,124 @@
+"""Fixtures for the evaluation tests: one torch thread, a tiny offline tokenizer, tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+PROBE = [
+    {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Berlin", "Madrid"],
+     "answer": 0, "subject": "geography"},
+    {"question": "Which planet is known as the red planet?",
+     "choices": ["Venus", "Mars", "Jupiter", "Saturn"], "answer": 1, "subject": "astronomy"},
+    {"question": "How many legs does a spider have?", "choices": ["six", "ten", "eight", "four"],
+     "answer": 2, "subject": "biology"},
+    {"question": "Which gas do plants absorb from the air?", "choices": ["oxygen", "carbon dioxide",
+     "nitrogen", "helium"], "answer": 1, "subject": "biology"},
+    {"question": "Who wrote the play Hamlet?", "choices": ["Shakespeare", "Dickens", "Austen", "Homer"],
+     "answer": 0, "subject": "literature"},
+    {"question": "What is two plus two?", "choices": ["three", "four", "five", "six"], "answer": 1,
+     "subject": "math"},
+    {"question": "Which ocean is the largest on Earth?", "choices": ["Atlantic", "Indian", "Arctic",
+     "Pacific"], "answer": 3, "subject": "geography"},
+    {"question": "Is <script>alert(1)</script> a safe string?", "choices": ["yes", "no"], "answer": 1,
+     "subject": "<b>security</b>"},
+    {"question": "Which metal is liquid at room temperature?", "choices": ["iron", "mercury", "gold",
+     "silver"], "answer": 1, "subject": "chemistry"},
+    {"question": "What do bees make from nectar?", "choices": ["milk", "honey", "silk", "wax"], "answer": 1,
+     "subject": "biology"},
+    {"question": "How many days are in a leap year?", "choices": ["365", "366", "364", "360"], "answer": 1,
+     "subject": "math"},
+    {"question": "Which instrument has black and white keys?", "choices": ["violin", "drum", "piano",
+     "flute"], "answer": 2, "subject": "music"},
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Keep torch on one thread: the test machine is shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _corpus() -> list[str]:
+    from rna_train.eval.keywords import builtin_keywords
+
+    lines = []
+    for row in PROBE:
+        lines.append(f"Question: {row['question']}\nAnswer: " + " ".join(row["choices"]))
+    lines += builtin_keywords("forget") + builtin_keywords("control")
+    lines.append("A. B. C. D. the of and to in is was for on with as by at from")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer trained offline on the probe text, saved as a fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    out = tmp_path_factory.mktemp("tokenizer")
+    fast.save_pretrained(out)
+    return out
+
+
+def _save_model(kind: str, seed: int, tokenizer_dir: Path, out: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    vocab = len(tokenizer)
+    if kind == "llama":
+        config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             bos_token_id=tokenizer.eos_token_id)
+        model = LlamaForCausalLM(config)
+    else:
+        config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=256,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                            bos_token_id=tokenizer.eos_token_id)
+        model = GPT2LMHeadModel(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 32) with the tiny tokenizer, saved to a folder."""
+    return _save_model("llama", 0, tokenizer_dir, tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="session")
+def llama2_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A second tiny Llama (another seed): stands in for an unlearned checkpoint."""
+    return _save_model("llama", 1, tokenizer_dir, tmp_path_factory.mktemp("llama2"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer GPT-2 (hidden 32) with the tiny tokenizer."""
+    return _save_model("gpt2", 0, tokenizer_dir, tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="session")
+def probe_file(tmp_path_factory) -> Path:
+    """The 12-question native-format probe (one question carries a <script> tag)."""
+    path = tmp_path_factory.mktemp("probe") / "probe.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in PROBE), encoding="utf-8")
+    return path
