@@ -30,6 +30,16 @@ LAYOUTS: dict[str, str] = {
 }
 
 
+#: model_type -> default trainable-parameter name patterns inside a decoder layer: the MLP output
+#: projection, called ``mlp.down_proj`` in most families (the reference code's choice).
+TRAINABLE_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "gpt2": ("mlp.c_proj",),
+    "gpt_neox": ("mlp.dense_4h_to_h",),
+    "phi": ("mlp.fc2",),
+}
+DEFAULT_TRAINABLE: tuple[str, ...] = ("mlp.down_proj",)
+
+
 def _model_type(model: nn.Module) -> str:
     config = getattr(model, "config", None)
     return getattr(config, "model_type", None) or type(model).__name__
@@ -47,6 +57,11 @@ def layer_prefix(model: nn.Module) -> str:
     raise RNAError(f"unknown model layout {model_type!r} ({type(model).__name__})", where="model",
                    fix=f"supported model_type values: {', '.join(sorted(LAYOUTS))}; add the dotted path "
                        "of its decoder layers to rna_train.arch.LAYOUTS")
+
+
+def default_trainable_patterns(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name patterns (relative to a decoder layer) updated when the config names none."""
+    return TRAINABLE_DEFAULTS.get(_model_type(model), DEFAULT_TRAINABLE)
 
 
 def _resolve(model: nn.Module, path: str) -> nn.Module | None:

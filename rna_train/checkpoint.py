@@ -1,0 +1,108 @@
+"""Atomic, pickle-free checkpoints of the trainable parameters and the optimizer state.
+
+A checkpoint is a folder ``checkpoints/step-NNNNNNN`` holding ``trainable.safetensors`` (the
+trainable parameters by name), ``optimizer.safetensors`` (Adam moments keyed by parameter *name*)
+and ``state.json`` (step, hyperparameters, non-tensor optimizer state). It is written into a
+temporary folder and renamed into place, so a folder with the final name is always complete.
+Random state needs no saving: every draw is seeded from ``(seed, step, process)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rna_theory.errors import RNAError
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^step-(\d{7})$")
+
+
+def trainable_state(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """CPU copies of the named parameters."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().to("cpu").contiguous().clone() for n in names}
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        name = names[idx]
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}::{key}"] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars.setdefault(name, {})[key] = value
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+         names: list[str], extra: dict[str, Any], keep: int) -> Path:
+    """Write checkpoint ``step`` under ``directory`` atomically and prune to the newest ``keep``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:07d}"
+    tmp = directory / f".step-{step:07d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(trainable_state(model, names), str(tmp / "trainable.safetensors"))
+    tensors, meta = _optimizer_tensors(optimizer, names)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "names": names, **meta, **extra}, indent=1))
+    for f in tmp.iterdir():
+        with f.open("rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old)
+    log.info("checkpoint saved: %s", final)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints under ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, Any]:
+    """Restore parameters and optimizer state from checkpoint ``path``; returns its ``state.json``."""
+    meta = json.loads((path / "state.json").read_text())
+    if meta["names"] != names:
+        raise RNAError(f"checkpoint trains {len(meta['names'])} different parameters", where=str(path),
+                       fix="resume with the config the run was started with")
+    params = dict(model.named_parameters())
+    weights = load_file(str(path / "trainable.safetensors"))
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(weights[n].to(params[n].device, params[n].dtype))
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    state: dict[int, dict[str, Any]] = {}
+    for idx, name in enumerate(names):
+        entry = {key.split("::", 1)[1]: t for key, t in tensors.items() if key.split("::", 1)[0] == name}
+        entry.update(meta["scalars"].get(name, {}))
+        if entry:
+            state[idx] = entry
+    current = optimizer.state_dict()
+    groups = [{**g, "params": cg["params"]} for g, cg in zip(meta["param_groups"], current["param_groups"],
+                                                              strict=True)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return meta

@@ -1,0 +1,375 @@
+"""Run configuration: YAML files and ``key=value`` overrides -> validated nested dataclasses.
+
+Every problem is an :class:`RNAError` naming the dotted key (``train.lr``,
+``data.forget.0.text_field``): unknown keys (with a did-you-mean), wrong types, out-of-range
+values. Range and choice constraints live next to each field as ``metadata`` (``min``, ``max``,
+``gt``, ``choices``), so the validator is generic. The ``method`` section is validated by the
+chosen method's own options dataclass from :mod:`rna_train.methods`.
+"""
+
+# ruff: noqa: RUF009  (field() below returns a dataclasses.Field with metadata, like dataclasses.field)
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from rna_theory.errors import RNAError
+
+T = TypeVar("T")
+
+
+def field(default: Any = dataclasses.MISSING, *, doc: str = "", **constraints: Any) -> Any:
+    """A dataclass field carrying its help text and constraints (min, max, gt, choices)."""
+    meta = {"doc": doc, **constraints}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    if dataclasses.is_dataclass(default) and isinstance(default, type):
+        return dataclasses.field(default_factory=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class TrainableConfig:
+    """Which parameters are updated (everything else is frozen)."""
+
+    layers: list[int] | None = field(None, doc="decoder layers to update (default: method layer l-2..l)")
+    patterns: list[str] | None = field(None, doc="parameter-name globs relative to a layer "
+                                       "(default: the architecture's MLP output projection)")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The model to unlearn."""
+
+    name_or_path: str | None = field(None, doc="Hub id or local folder")
+    from_config: dict[str, Any] | None = field(None, doc="build a randomly initialised model from "
+                                               "config keys (model_type, hidden_size, ...)")
+    tokenizer: str | None = field(None, doc="tokenizer id or folder (default: name_or_path)")
+    gguf_file: str | None = field(None, doc="GGUF weights file inside name_or_path")
+    dtype: str = field("fp32", choices=("fp32", "bf16", "fp16", "fp64"))
+    trust_remote_code: bool = field(False, doc="run code shipped with the checkpoint")
+    revision: str | None = None
+    attn_implementation: str | None = field(None, doc="eager | sdpa | flash_attention_2")
+    trainable: TrainableConfig = field(TrainableConfig)
+
+
+@dataclasses.dataclass
+class CorpusConfig:
+    """One corpus: files, the field holding the text, and an optional cap on documents."""
+
+    name: str = "retain"
+    path: list[str] = field([], doc="file(s) or save_to_disk folder(s)")
+    text_field: str = "text"
+    format: str = field("auto", choices=("auto", "jsonl", "json", "parquet", "text", "disk"))
+    split: str | None = None
+    limit: int | None = field(None, min=1)
+
+
+@dataclasses.dataclass
+class TopicConfig(CorpusConfig):
+    """A forget topic: its corpus plus per-topic coefficients."""
+
+    name: str = "forget"
+    steering_coef: float | None = field(None, min=0, doc="RM steering coefficient c (default: method's)")
+    weight: float = field(1.0, min=0, doc="weight of this topic's forget loss")
+    alpha: float | None = field(None, min=0, doc="retain weight while training on this topic")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Forget topics (visited in turn, one per step) and the retain corpus."""
+
+    forget: list[TopicConfig] = field([])
+    retain: CorpusConfig = field(CorpusConfig)
+    max_length: int = field(512, min=2, doc="tokens per document after truncation")
+    min_length: int = field(2, min=2, doc="documents with fewer tokens are dropped")
+    truncation_side: str = field("right", choices=("right", "left"))
+    shuffle: bool = True
+
+
+@dataclasses.dataclass
+class NoiseAutoConfig:
+    """Inputs of ``nu: auto``."""
+
+    latents: str | None = field(None, doc="npz of clean/perturbed latents written by `rna audit`")
+    target: float = field(0.95, gt=0, max=1, doc="robustness probability to reach")
+
+
+@dataclasses.dataclass
+class RNAConfig:
+    """Random Noise Augmentation in the retain step."""
+
+    mode: str = field("off", choices=("off", "target", "input"))
+    layer: int | None = field(None, min=0, doc="decoder layer whose output is perturbed "
+                              "(default: the method's layer)")
+    noise: Any = field(0.0, doc="nu (std), a NoiseSchedule mapping, or auto")
+    auto: NoiseAutoConfig = field(NoiseAutoConfig)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping."""
+
+    steps: int = field(150, min=1, doc="optimizer steps")
+    batch_size: int = field(4, min=1, doc="global forget (and retain) batch per optimizer step, "
+                            "over all processes and accumulation micro-steps")
+    grad_accum: int = field(1, min=1)
+    lr: float = field(5e-5, gt=0)
+    weight_decay: float = field(0.0, min=0)
+    betas: list[float] = field([0.9, 0.999])
+    eps: float = field(1e-8, gt=0)
+    max_grad_norm: float | None = field(None, gt=0)
+    mixed_precision: str = field("no", choices=("no", "bf16", "fp16"))
+    checkpoint_every: int = field(50, min=0, doc="steps between checkpoints (0: none)")
+    keep_checkpoints: int = field(2, min=1)
+    log_every: int = field(10, min=1, doc="steps between log lines (metrics.jsonl gets every step)")
+    progress: bool = field(True, doc="tqdm progress bar")
+    save_model: bool = field(True, doc="save_pretrained the final model")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A whole unlearning run."""
+
+    output_dir: str = field("runs/unlearn")
+    seed: int = field(0, min=0)
+    model: ModelConfig = field(ModelConfig)
+    data: DataConfig = field(DataConfig)
+    method: dict[str, Any] = field({"name": "rmu"}, doc="name plus the method's options")
+    rna: RNAConfig = field(RNAConfig)
+    train: TrainConfig = field(TrainConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check and convert ``value`` to the annotated type ``tp`` (errors name ``key``)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise RNAError("must not be null", where=key, fix="give a value")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except RNAError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (list, Sequence):
+        (item,) = typing.get_args(tp) or (Any,)
+        if item is str and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise RNAError(f"must be a list, got {value!r}", where=key, fix=f"write {key}: [...]")
+        return [_convert(v, item, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise RNAError(f"must be a mapping, got {value!r}", where=key, fix=f"write {key}: {{...}}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RNAError(f"must be true or false, got {value!r}", where=key, fix="write true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RNAError(f"must be an integer, got {value!r}", where=key, fix="write a whole number")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RNAError(f"must be a number, got {value!r}", where=key, fix="write a number, e.g. 1e-5")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, Path)):
+            raise RNAError(f"must be a string, got {value!r}", where=key, fix="quote the value")
+        return str(value)
+    raise RNAError(f"unsupported type {_type_name(tp)}", where=key)
+
+
+def _check_constraints(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        allowed = ", ".join(map(str, choices))
+        raise RNAError(f"invalid value {value!r}", where=key, fix=f"{hint}use one of {allowed}")
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if "min" in meta and v < meta["min"]:
+            raise RNAError(f"must be >= {meta['min']}, got {v}", where=key,
+                           fix=f"use a value >= {meta['min']}")
+        if "gt" in meta and v <= meta["gt"]:
+            raise RNAError(f"must be > {meta['gt']}, got {v}", where=key, fix=f"use a value > {meta['gt']}")
+        if "max" in meta and v > meta["max"]:
+            raise RNAError(f"must be <= {meta['max']}, got {v}", where=key,
+                           fix=f"use a value <= {meta['max']}")
+
+
+def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, validating keys, types and constraints."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RNAError(f"must be a mapping, got {type(data).__name__}", where=where,
+                       fix="write key: value pairs under it")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise RNAError(f"unknown key {key!r}", where=f"{prefix}.{key}" if prefix else str(key),
+                           fix=f"{hint}valid keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        value = _convert(data[name], hints[name], key)
+        _check_constraints(value, f.metadata, key)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data form of a config dataclass (what is written as the resolved YAML)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def describe(cls: type) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, help)`` for each field of an options dataclass (``rna methods``)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        doc = f.metadata.get("doc", "")
+        if "choices" in f.metadata:
+            doc = f"{doc} (one of {', '.join(map(str, f.metadata['choices']))})".strip()
+        out.append((f.name, _type_name(hints[f.name]), default, doc))
+    return out
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.0.c`` in nested dicts/lists, creating mappings as needed."""
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[:i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RNAError(f"no list item {part!r}", where=where,
+                               fix=f"use an index in 0..{len(node) - 1}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise RNAError("is not a mapping", where=".".join(parts[:i]), fix="override a nested key only")
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key.path=value``; the value is parsed as YAML (``1e-5``, ``[5, 6]``, ``true``)."""
+    if "=" not in text:
+        raise RNAError(f"override {text!r} has no '='", where="overrides", fix="write key.path=value")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise RNAError(f"override {text!r} has no key", where="overrides", fix="write key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise RNAError(f"cannot parse value {raw!r}: {exc}", where=key, fix="quote the value") from None
+    return key, value
+
+
+def load_raw(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML config (optional) and apply ``key=value`` overrides; nothing is validated yet."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise RNAError("config file not found", where=str(p), fix="check the --config path")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise RNAError(f"invalid YAML: {exc}", where=str(p), fix="fix the YAML syntax") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise RNAError("the config must be a mapping", where=str(p), fix="write key: value pairs")
+        data = loaded or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(data, key, value)
+    return data
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
+    """Parse and validate a run config; returns ``(RunConfig, method options dataclass)``."""
+    from rna_train.methods import get_method
+
+    raw = load_raw(path, overrides)
+    cfg = from_dict(RunConfig, raw)
+    method_data = dict(cfg.method)
+    name = method_data.pop("name", None)
+    if not isinstance(name, str):
+        raise RNAError("missing method name", where="method.name", fix="set method.name (see `rna methods`)")
+    method_cls = get_method(name)
+    options = from_dict(method_cls.Options, method_data, "method")
+    cfg.method = {"name": name, **dataclasses.asdict(options)}
+    if cfg.model.name_or_path is None and cfg.model.from_config is None:
+        raise RNAError("no model given", where="model.name_or_path",
+                       fix="set model.name_or_path (Hub id or folder) or model.from_config")
+    if not cfg.data.forget:
+        raise RNAError("no forget corpus", where="data.forget", fix="add at least one forget topic")
+    if not cfg.data.retain.path and method_cls.uses_retain(options):
+        raise RNAError("no retain corpus", where="data.retain.path", fix="set data.retain.path")
+    if cfg.data.min_length > cfg.data.max_length:
+        raise RNAError(f"min_length {cfg.data.min_length} exceeds max_length {cfg.data.max_length}",
+                       where="data.min_length", fix="lower data.min_length")
+    names = [t.name for t in cfg.data.forget]
+    if len(set(names)) != len(names):
+        raise RNAError(f"forget topic names repeat: {names}", where="data.forget",
+                       fix="give each topic its own name")
+    for i, topic in enumerate(cfg.data.forget):
+        if not topic.path:
+            raise RNAError("no files", where=f"data.forget.{i}.path", fix="set the topic's path")
+    return cfg, options
+
+
+def dump_yaml(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved config (every default filled in) as YAML."""
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,101 @@
+"""Loss terms shared by every unlearning method, all respecting the attention mask.
+
+Conventions (``mask`` is batch x seq with 1 for real tokens, right padding):
+
+* representation terms average over real tokens and hidden units only;
+* next-token terms use the distribution at position ``t`` to score token ``t + 1``; a position
+  counts when both tokens are real; distribution-matching terms (KL, log-softmax MSE) use every
+  real position;
+* per-sequence negative log-likelihoods are *sums* over the scored tokens (the NPO / SimNPO /
+  DPO papers' convention: SimNPO divides by the length itself), and ``mean_nll`` is the token mean
+  over the whole batch (GA, GradDiff, NLL retain loss).
+
+Padding never contributes to a value or a gradient. Functions take logits / hidden states, not
+models, so they can be checked by hand on fixed tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    return mask.sum().clamp_min(1)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``(pred - target)**2`` over real tokens and hidden units (batch x seq x d inputs)."""
+    m = mask.float().unsqueeze(-1)
+    sq = (pred.float() - target.float()).pow(2) * m
+    return sq.sum() / (_count(mask) * pred.shape[-1])
+
+
+def mean_token_norm(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean norm of the real tokens' hidden vectors (Adaptive RMU's ``||h||``)."""
+    norms = hidden.float().norm(dim=-1) * mask.float()
+    return norms.sum() / _count(mask)
+
+
+def next_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
+                        label_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each next token and where it counts.
+
+    Returns ``(logp, valid)``, both batch x (seq - 1): ``logp[b, t] = log p(x[b, t+1] | x[b, <=t])``
+    and ``valid`` is 1 where both tokens are real (and ``label_mask`` marks ``t + 1``).
+    """
+    logp_all = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    target = input_ids[:, 1:]
+    logp = logp_all.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    valid = (mask[:, 1:] * mask[:, :-1]).to(logp.dtype)
+    if label_mask is not None:
+        valid = valid * label_mask[:, 1:].to(logp.dtype)
+    return logp * valid, valid
+
+
+def sequence_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
+                 label_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence summed NLL and number of scored tokens (both of shape batch)."""
+    logp, valid = next_token_logprobs(logits, input_ids, mask, label_mask)
+    return -logp.sum(-1), valid.sum(-1)
+
+
+def mean_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token-mean NLL over the batch's real next tokens."""
+    logp, valid = next_token_logprobs(logits, input_ids, mask)
+    return -logp.sum() / valid.sum().clamp_min(1)
+
+
+def kl_ref_theta(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real positions of KL(p_ref || p_theta) between next-token distributions."""
+    logq = F.log_softmax(logits.float(), dim=-1)
+    logp = F.log_softmax(ref_logits.float(), dim=-1)
+    kl = (logp.exp() * (logp - logq)).sum(-1) * mask.float()
+    return kl.sum() / _count(mask)
+
+
+def logsoftmax_mse(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real positions and the vocabulary of the squared log-softmax difference."""
+    diff = F.log_softmax(logits.float(), dim=-1) - F.log_softmax(ref_logits.float(), dim=-1)
+    return (diff.pow(2).mean(-1) * mask.float()).sum() / _count(mask)
+
+
+def npo_loss(nll: torch.Tensor, ref_nll: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO: ``-(2/beta) * mean log sigmoid(beta * (NLL_theta - NLL_ref))`` over sequences."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (nll - ref_nll)).mean()
+
+
+def simnpo_loss(nll: torch.Tensor, length: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """SimNPO: ``-(2/beta) * mean log sigmoid(beta * (NLL_theta / |y| - gamma))`` (no reference)."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (nll / length.clamp_min(1) - gamma)).mean()
+
+
+def dpo_loss(chosen_logp: torch.Tensor, chosen_ref_logp: torch.Tensor, rejected_logp: torch.Tensor,
+             rejected_ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO with ``-(2/beta)`` scaling: the log-ratios are against the frozen *reference* model.
+
+    ``-(2/beta) * mean log sigmoid(beta * ((logp_w - logp_ref_w) - (logp_l - logp_ref_l)))`` with
+    ``w`` the preferred (refusal) and ``l`` the dispreferred (forget) answer.
+    """
+    margin = (chosen_logp - chosen_ref_logp) - (rejected_logp - rejected_ref_logp)
+    return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()

@@ -1,0 +1,202 @@
+"""What every method shares: options, the per-step context, retain losses with RNA, the total loss.
+
+A method only says how its *forget* loss is computed (:meth:`Method.forget_loss`); the retain
+term (representation MSE at layer l, KL, log-softmax MSE or NLL), RNA, per-topic weights and the
+combination ``weight * forget + alpha * retain`` are implemented once here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from rna_theory.errors import RNAError
+from rna_train import arch, losses
+from rna_train.config import TopicConfig, field
+from rna_train.models import layer_output
+from rna_train.rna import RNA, step_seed
+
+RETAIN_LOSSES = ("rm", "kl", "mse", "nll", "none")
+RETAIN_DOC = ("rm: MSE of layer-l hidden states; kl: KL(ref||theta); mse: log-softmax MSE; nll: plain NLL; "
+              "none: no retain term")
+
+
+@dataclasses.dataclass
+class MethodOptions:
+    """Options every method has."""
+
+    layer: int = field(7, min=0, doc="layer l: RM losses are taken on its output; layers l-2..l "
+                       "are updated unless model.trainable.layers says otherwise")
+    alpha: float = field(1.0, min=0, doc="retain-loss weight (a topic's alpha overrides it)")
+    retain_loss: str = field("rm", choices=RETAIN_LOSSES, doc=RETAIN_DOC)
+
+
+@dataclasses.dataclass
+class Setup:
+    """What a method may need when it is built (all known before training starts)."""
+
+    hidden_size: int
+    topics: Sequence[TopicConfig]
+    seed: int
+    tokenizer: Any
+
+
+@dataclasses.dataclass
+class StepContext:
+    """The models and per-step state a loss computation needs.
+
+    ``forward`` is the callable for the updated model's forward (its distributed wrapper when
+    there is one); ``model`` is the unwrapped module, used to find layers for hooks.
+    """
+
+    model: nn.Module
+    forward: Callable[..., Any]
+    reference: nn.Module | None
+    rna: RNA
+    step: int
+    generator: torch.Generator | None = None
+    truncate: bool = True
+
+    def hidden(self, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+        """Updated model's layer-``layer`` output on ``batch`` (with gradients)."""
+        return layer_output(self.model, layer, batch["input_ids"], batch["attention_mask"],
+                            forward=self.forward, truncate=self.truncate)
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Updated model's next-token logits on ``batch``."""
+        return self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            use_cache=False).logits
+
+    def _ref(self) -> nn.Module:
+        if self.reference is None:
+            raise RuntimeError("this method was built without a reference model")
+        return self.reference
+
+    @torch.no_grad()
+    def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+        """Frozen (original-weights) model's layer-``layer`` output; always given the mask."""
+        ref = self._ref()
+        return layer_output(ref, layer, batch["input_ids"], batch["attention_mask"], truncate=True)
+
+    @torch.no_grad()
+    def ref_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Frozen (original-weights) model's logits; always given the mask."""
+        return self._ref()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           use_cache=False).logits
+
+
+class Method:
+    """Base class: subclasses set ``name``, ``summary``, ``Options`` and define ``forget_loss``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    #: True when the forget loss itself reads the frozen model (RSV, Adaptive RMU, NPO, DPO).
+    forget_uses_reference: ClassVar[bool] = False
+
+    def __init__(self, options: MethodOptions, setup: Setup) -> None:
+        self.options = options
+        self.setup = setup
+
+    @classmethod
+    def uses_retain(cls, options: MethodOptions) -> bool:
+        """Whether the method has a retain term (GA does not)."""
+        return options.retain_loss != "none"
+
+    def needs_reference(self) -> bool:
+        """Whether a frozen copy of the original model must be kept."""
+        return self.forget_uses_reference or self.options.retain_loss in ("rm", "kl", "mse")
+
+    def validate(self, model: nn.Module, rna: RNA) -> None:
+        """Check the options against the model and RNA settings before training (RNAError)."""
+        arch.check_layer(model, self.options.layer, "method.layer")
+        if rna.mode == "off":
+            return
+        retain = self.options.retain_loss
+        if retain == "none":
+            raise RNAError(f"RNA perturbs the retain step but {self.name} has no retain loss",
+                           where="rna.mode", fix="set rna.mode: off or choose a retain_loss")
+        if rna.mode == "target" and retain == "nll":
+            raise RNAError("target-mode RNA perturbs the reference model, which the nll retain loss "
+                           "does not use", where="rna.mode",
+                           fix="use rna.mode: input, or retain_loss: kl / mse / rm")
+        arch.check_layer(model, rna.layer, "rna.layer")
+        if retain == "rm" and rna.layer > self.options.layer:
+            raise RNAError(f"noise after layer {rna.layer} cannot reach the layer-{self.options.layer} "
+                           "retain loss", where="rna.layer", fix=f"use rna.layer <= {self.options.layer}")
+
+    def default_layers(self) -> list[int]:
+        """Decoder layers updated by default: l-2, l-1, l (as in the reference recipes)."""
+        top = self.options.layer
+        return [i for i in (top - 2, top - 1, top) if i >= 0]
+
+    def forget_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor],
+                    topic: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The forget term on ``batch`` of forget topic ``topic`` and extra values to log."""
+        raise NotImplementedError
+
+    def retain_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The configured retain term, with RNA applied where the config puts it."""
+        return retain_term(ctx, batch, self.options.retain_loss, self.options.layer)
+
+    def loss(self, ctx: StepContext, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor] | None,
+             topic: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss ``weight_t * forget + alpha_t * retain`` and every term for the metrics."""
+        spec = self.setup.topics[topic]
+        forget_value, terms = self.forget_loss(ctx, forget, topic)
+        total = spec.weight * forget_value
+        terms = {"forget": float(forget_value.detach()), **terms}
+        if retain is not None and self.uses_retain(self.options):
+            alpha = self.options.alpha if spec.alpha is None else spec.alpha
+            retain_value = self.retain_loss(ctx, retain)
+            total = total + alpha * retain_value
+            terms["retain"] = float(retain_value.detach())
+        terms["loss"] = float(total.detach())
+        return total, terms
+
+    def steering_coef(self, topic: int, default: float) -> float:
+        """Topic ``topic``'s steering coefficient c (its own, or the method default)."""
+        own = self.setup.topics[topic].steering_coef
+        return default if own is None else own
+
+    def topic_generator(self, topic: int) -> torch.Generator:
+        """A CPU generator for topic ``topic``'s fixed random vector, seeded from the run seed."""
+        return torch.Generator().manual_seed(step_seed(self.setup.seed, 0, 0, salt=1000 + topic))
+
+
+def retain_term(ctx: StepContext, batch: dict[str, torch.Tensor], kind: str, layer: int) -> torch.Tensor:
+    """Retain loss ``kind`` on ``batch`` with RNA.
+
+    ``target`` noise goes into the frozen model's forward (its layer-k output), ``input`` noise
+    into the updated model's; the other forward is clean. Padding never counts.
+    """
+    mask = batch["attention_mask"]
+    if kind == "rm":
+        with ctx.rna.perturb("target", ctx._ref(), mask, ctx.step, ctx.generator):
+            target = ctx.ref_hidden(batch, layer)
+        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+            hidden = ctx.hidden(batch, layer)
+        return losses.masked_mse(hidden, target, mask)
+    if kind in ("kl", "mse"):
+        with ctx.rna.perturb("target", ctx._ref(), mask, ctx.step, ctx.generator):
+            ref_logits = ctx.ref_logits(batch)
+        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+            logits = ctx.logits(batch)
+        if kind == "kl":
+            return losses.kl_ref_theta(logits, ref_logits, mask)
+        return losses.logsoftmax_mse(logits, ref_logits, mask)
+    if kind == "nll":
+        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+            logits = ctx.logits(batch)
+        return losses.mean_nll(logits, batch["input_ids"], mask)
+    raise RNAError(f"unknown retain loss {kind!r}", where="method.retain_loss",
+                   fix=f"use one of {', '.join(RETAIN_LOSSES)}")
+
+
+def unit_vector(vector: torch.Tensor) -> torch.Tensor:
+    """``vector / ||vector||``."""
+    return vector / vector.norm()

@@ -1,0 +1,256 @@
+"""Loading causal LMs, choosing what to train, and reading or perturbing a decoder layer's output.
+
+Every architecture-specific lookup goes through :mod:`rna_train.arch`. Trainable parameters are
+chosen by decoder-layer index and parameter *name* pattern (never by position in
+``model.parameters()``), so a config stays valid across model families. Hidden states are read
+with a forward hook on the decoder layer, which is exact for every layer (``output_hidden_states``
+applies the final norm to the last one) and lets a forward stop right after the layer it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fnmatch
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from rna_theory.errors import RNAError
+from rna_train import arch
+
+log = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp64": torch.float64,
+}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """Map a config dtype name (fp32, bf16, fp16, fp64) to a torch dtype."""
+    if name not in DTYPES:
+        raise RNAError(f"unknown dtype {name!r}", where="model.dtype", fix=f"use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_tokenizer(path: str, *, gguf_file: str | None = None, trust_remote_code: bool = False,
+                   revision: str | None = None) -> Any:
+    """Load a tokenizer from a Hub id or folder and make sure it can pad (right side)."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise RNAError(f"cannot load a tokenizer from {path!r}: {exc}", where="model.tokenizer",
+                       fix="pass a Hub id or a folder with tokenizer files") from None
+    if tok.pad_token is None:
+        fallback = tok.eos_token or tok.unk_token
+        if fallback is None:
+            raise RNAError("the tokenizer has no pad, eos or unk token", where="model.tokenizer",
+                           fix="use a tokenizer that defines a pad or eos token")
+        tok.pad_token = fallback
+    tok.padding_side = "right"
+    return tok
+
+
+def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any] | None = None,
+               tokenizer: str | None = None, gguf_file: str | None = None, dtype: str = "fp32",
+               trust_remote_code: bool = False, revision: str | None = None, seed: int = 0,
+               attn_implementation: str | None = None) -> tuple[nn.Module, Any]:
+    """Load ``(model, tokenizer)`` from a Hub id, a local folder, a GGUF file, or a config.
+
+    Args:
+        name_or_path: Hub id or folder (``None`` with ``from_config``).
+        from_config: keyword arguments of ``AutoConfig.for_model`` (must hold ``model_type``); the
+            model is randomly initialised under ``seed``. Used for tiny test models and for
+            GPU-memory checks at real sizes without downloading weights.
+        tokenizer: tokenizer id or folder (default: ``name_or_path``).
+        gguf_file: file name inside ``name_or_path`` holding GGUF weights (needs ``gguf``).
+        dtype: ``fp32`` | ``bf16`` | ``fp16`` | ``fp64``.
+        trust_remote_code: run code shipped with the checkpoint (off unless asked: it executes
+            arbitrary Python from the model repository).
+        revision: Hub revision.
+        seed: initialisation seed for ``from_config``.
+        attn_implementation: forwarded to transformers (e.g. ``eager``, ``sdpa``).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch_dtype = resolve_dtype(dtype)
+    if trust_remote_code:
+        log.warning("trust_remote_code is on: code from %s will run on this machine", name_or_path)
+    tok_path = tokenizer or name_or_path
+    if tok_path is None:
+        raise RNAError("no tokenizer given", where="model.tokenizer",
+                       fix="set model.tokenizer to a tokenizer folder when using model.from_config")
+    tok = load_tokenizer(tok_path, gguf_file=gguf_file if tokenizer is None else None,
+                         trust_remote_code=trust_remote_code, revision=revision)
+    extra: dict[str, Any] = {}
+    if attn_implementation:
+        extra["attn_implementation"] = attn_implementation
+    if from_config is not None:
+        if name_or_path is not None:
+            raise RNAError("both name_or_path and from_config are set", where="model",
+                           fix="set only one of model.name_or_path and model.from_config")
+        params = dict(from_config)
+        model_type = params.pop("model_type", None)
+        if not model_type:
+            raise RNAError("from_config needs a model_type", where="model.from_config.model_type",
+                           fix="add model_type: llama (or gpt2, mistral, ...)")
+        params.setdefault("vocab_size", len(tok))
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            params.setdefault(key, getattr(tok, key, None))
+        try:
+            config = AutoConfig.for_model(model_type, **params)
+        except (ValueError, TypeError) as exc:
+            raise RNAError(f"cannot build a {model_type!r} config: {exc}", where="model.from_config",
+                           fix="check model_type and the config keys") from None
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **extra)
+    else:
+        if name_or_path is None:
+            raise RNAError("no model given", where="model.name_or_path",
+                           fix="set model.name_or_path (Hub id or folder) or model.from_config")
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **extra}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        if revision:
+            kwargs["revision"] = revision
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise RNAError(f"cannot load a causal LM from {name_or_path!r}: {exc}",
+                           where="model.name_or_path",
+                           fix="pass a Hub id, a folder with config.json and weights, or gguf_file") from None
+    model.config.use_cache = False
+    arch.layer_prefix(model)  # fail now, with the supported list, on an unknown layout
+    return model, tok
+
+
+def _matches(relative_name: str, pattern: str) -> bool:
+    """True when ``pattern`` (a glob) names the parameter or a module containing it."""
+    return fnmatch.fnmatchcase(relative_name, pattern) or fnmatch.fnmatchcase(relative_name, pattern + ".*")
+
+
+def select_trainable(model: nn.Module, layers: Iterable[int], patterns: Sequence[str] | None = None,
+                     ) -> list[str]:
+    """Make exactly the named parameters trainable and freeze everything else.
+
+    Args:
+        layers: decoder-layer indices (0-based) whose matching parameters are trained.
+        patterns: glob patterns on the parameter name *relative to the layer* (``mlp.down_proj``
+            matches ``mlp.down_proj.weight`` and ``mlp.down_proj.bias``); default: the
+            architecture's MLP output projection (:func:`rna_train.arch.default_trainable_patterns`).
+
+    Returns:
+        The full names of the trainable parameters, sorted.
+    """
+    layers = sorted(set(layers))
+    if not layers:
+        raise RNAError("no layers selected for training", where="model.trainable.layers",
+                       fix="list at least one decoder-layer index")
+    for i in layers:
+        arch.check_layer(model, i, "model.trainable.layers")
+    pats = tuple(patterns) if patterns else arch.default_trainable_patterns(model)
+    prefix = arch.layer_prefix(model)
+    chosen: list[str] = []
+    hits = dict.fromkeys(pats, 0)
+    for name, param in model.named_parameters():
+        param.requires_grad_(False)
+        for i in layers:
+            head = f"{prefix}.{i}."
+            if name.startswith(head):
+                rel = name[len(head):]
+                for pat in pats:
+                    if _matches(rel, pat):
+                        hits[pat] += 1
+                        chosen.append(name)
+                        param.requires_grad_(True)
+                        break
+    missing = [p for p, n in hits.items() if n == 0]
+    if missing:
+        sample = sorted({n[len(f"{prefix}.{layers[0]}."):] for n, _ in model.named_parameters()
+                         if n.startswith(f"{prefix}.{layers[0]}.")})
+        raise RNAError(f"parameter pattern(s) {missing} match nothing in layers {layers}",
+                       where="model.trainable.patterns",
+                       fix=f"use names relative to a decoder layer, e.g. {', '.join(sample[:6])}")
+    return sorted(chosen)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with every parameter frozen, in eval mode: the original-weights reference."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+class _Truncate(Exception):
+    """Raised by a capture hook to stop a forward pass once the needed layer has run."""
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextlib.contextmanager
+def edit_layer_output(model: nn.Module, layer: int,
+                      fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, replace decoder layer ``layer``'s output hidden state ``h`` by ``fn(h)``.
+
+    Used by RNA to add noise to a layer's output; the hook is removed on exit, so nothing is left
+    registered (and nothing costs time) outside the block.
+    """
+    def hook(_mod: nn.Module, _inp: Any, output: Any) -> Any:
+        return _replace_hidden(output, fn(_hidden(output)))
+
+    handle = arch.decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def layer_output(model: nn.Module, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 *, forward: Callable[..., Any] | None = None, truncate: bool = True) -> torch.Tensor:
+    """Output hidden state (batch x seq x d) of decoder layer ``layer`` (0-based).
+
+    Args:
+        model: the (unwrapped) model whose layer is read.
+        forward: the callable to run instead of ``model`` (e.g. its DDP/FSDP wrapper).
+        truncate: stop the forward pass right after ``layer``, skipping the remaining layers and
+            the LM head. Disable it for wrapped distributed models, whose wrappers must see every
+            forward complete.
+    """
+    store: list[torch.Tensor] = []
+
+    def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
+        store.append(_hidden(output))
+        if truncate:
+            raise _Truncate
+
+    handle = arch.decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        (forward or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Truncate:
+        pass
+    finally:
+        handle.remove()
+    return store[0]
+

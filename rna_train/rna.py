@@ -1,0 +1,127 @@
+"""Random Noise Augmentation (RNA) in the retain step, in the reference code's form or on inputs.
+
+``mode: target`` reproduces the reference code: Gaussian noise is added to the output of decoder
+layer ``k`` of the *frozen / reference* model during its retain forward, so the updated model is
+fitted to a noisy target (for RM methods with ``k = l`` this is ``h_frozen(x_R) + delta``).
+``mode: input`` adds the noise to the *updated* model's own retain forward after layer ``k`` and
+takes the loss downstream against the clean target (training on perturbed latents, theory.md C3).
+Forget losses never see noise. With ``mode: off`` (the default) or a schedule that is always zero,
+:meth:`RNA.perturb` returns a no-op context: no hook is registered and nothing extra runs.
+
+Noise comes from :meth:`rna_theory.noise.NoiseSchedule.sample` (the object the theory evaluates),
+drawn from a generator seeded by ``(seed, step, process)``: runs are reproducible and a resumed run
+draws exactly the noise the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rna_theory.errors import RNAError
+from rna_theory.noise import NoiseSchedule
+from rna_train.models import edit_layer_output
+
+log = logging.getLogger(__name__)
+
+MODES = ("off", "target", "input")
+
+
+def step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
+    """A 63-bit seed for one (run seed, step, process) triple: stateless, so resumable."""
+    return (seed * 1_000_003 + step * 8191 + rank * 131 + salt * 17) % (2**63)
+
+
+@dataclasses.dataclass(frozen=True)
+class RNA:
+    """Resolved RNA settings: where noise goes, how large, and the seed it is drawn from."""
+
+    mode: str = "off"
+    layer: int = 0
+    schedule: NoiseSchedule | None = None
+    seed: int = 0
+    rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        """True when some step can receive noise."""
+        return self.mode != "off" and self.schedule is not None and self.schedule.enabled
+
+    def generator(self, step: int, device: torch.device | str) -> torch.Generator:
+        """The noise generator for ``step`` on ``device``."""
+        gen = torch.Generator(device=device)
+        gen.manual_seed(step_seed(self.seed, step, self.rank, salt=1))
+        return gen
+
+    def nu(self, step: int) -> float:
+        """The schedule's nu at ``step`` (0 when inactive), for logging."""
+        return self.schedule.nu_at(step) if self.active and self.schedule is not None else 0.0
+
+    def perturb(self, role: str, model: nn.Module, mask: torch.Tensor, step: int,
+                generator: torch.Generator | None) -> AbstractContextManager[None]:
+        """Context adding noise to ``model``'s layer output if ``role`` is the configured mode.
+
+        ``role`` is ``target`` for the frozen / reference model's retain forward and ``input`` for
+        the updated model's. Noise is zero at padding positions.
+        """
+        if not self.active or role != self.mode:
+            return contextlib.nullcontext()
+        schedule = self.schedule
+        assert schedule is not None  # active implies a schedule
+
+        def add_noise(hidden: torch.Tensor) -> torch.Tensor:
+            m = mask.to(hidden.dtype).unsqueeze(-1)
+            return hidden + schedule.sample(hidden, step, mask=mask, generator=generator) * m
+
+        return edit_layer_output(model, self.layer, add_noise)
+
+
+def resolve_schedule(noise: Any, *, latents: str | None, target: float | None,
+                     total_steps: int) -> NoiseSchedule:
+    """Build the run's :class:`NoiseSchedule` from the config's ``rna.noise`` value.
+
+    ``noise`` is a number, a schedule mapping, ``auto`` or a mapping with ``nu: auto``; ``auto``
+    asks :func:`rna_theory.tuner.tune_from_file` for the smallest nu meeting ``target`` given the
+    latents file ``latents`` (an npz written by the theory tools).
+    """
+    is_auto = noise == "auto" or (isinstance(noise, Mapping) and noise.get("nu") == "auto")
+    if is_auto:
+        relative = isinstance(noise, Mapping) and noise.get("relative_to") == "rms"
+        nu = _auto_nu(latents, target, relative=relative)
+        noise = {**noise, "nu": nu} if isinstance(noise, Mapping) else nu
+    try:
+        schedule = NoiseSchedule.from_dict(noise)
+    except RNAError as exc:
+        where = exc.where or "noise"
+        where = where if where.startswith("noise") else f"noise.{where}"
+        raise RNAError(exc.what, where=f"rna.{where}", fix=exc.fix) from None
+    return schedule.with_total_steps(total_steps)
+
+
+def _auto_nu(latents: str | None, target: float | None, *, relative: bool) -> float:
+    if not latents:
+        raise RNAError("nu: auto needs a latents file", where="rna.auto.latents",
+                       fix="set rna.auto.latents to the .npz written by `rna tune`/the theory tools")
+    if not Path(latents).is_file():
+        raise RNAError(f"latents file {latents!r} not found", where="rna.auto.latents",
+                       fix="run the latent collection first or fix the path")
+    try:
+        from rna_theory.tuner import tune_from_file
+    except ImportError as exc:
+        raise RNAError(f"the noise tuner is not available ({exc})", where="rna.noise",
+                       fix="set rna.noise to a number") from None
+    result = tune_from_file(latents, target=0.95 if target is None else target)
+    nu = getattr(result, "recommended_nu_relative" if relative else "recommended_nu", None)
+    if nu is None:
+        raise RNAError(f"no noise scale meets the robustness target {target}", where="rna.auto.target",
+                       fix="lower rna.auto.target or set rna.noise to a number")
+    log.info("rna: nu auto-tuned to %.4g from %s (target %s)", nu, latents, target)
+    return float(nu)

@@ -1,0 +1,304 @@
+"""The unlearning loop on ``accelerate``: one code path for CPU, one GPU, DDP, FSDP and DeepSpeed.
+
+Everything that can be wrong with a run (config, data, model layout, layers, RNA settings) is
+checked in :func:`prepare` before the output folder is created; the folder gets a ``DONE`` marker
+only after the final model is saved. Each optimizer step sees a *global* batch chosen by
+:func:`rna_train.data.batch_indices` and split over processes and accumulation micro-steps, and
+all randomness is seeded from ``(seed, step, process)``: a resumed run and an N-process run
+reproduce an uninterrupted single-process run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rna_theory.errors import RNAError
+from rna_train import checkpoint, config
+from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
+from rna_train.methods import Method, MethodOptions, get_method
+from rna_train.methods.base import Setup, StepContext
+from rna_train.models import frozen_copy, load_model, select_trainable
+from rna_train.rna import RNA, resolve_schedule, step_seed
+
+log = logging.getLogger(__name__)
+
+DONE = "DONE"
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs, validated, before anything is written or trained."""
+
+    cfg: config.RunConfig
+    method: Method
+    model: nn.Module
+    tokenizer: Any
+    reference: nn.Module | None
+    forget: list[Corpus]
+    retain: Corpus | None
+    trainable: list[str]
+    rna: RNA
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained (unwrapped) model and the per-step metrics."""
+
+    model: nn.Module
+    reference: nn.Module | None
+    trainable: list[str]
+    metrics: list[dict[str, Any]]
+    output_dir: Path
+
+
+def _load_data(cfg: config.RunConfig, tokenizer: Any,
+               needs_retain: bool) -> tuple[list[Corpus], Corpus | None]:
+    d = cfg.data
+    common = {"max_length": d.max_length, "min_length": d.min_length, "truncation_side": d.truncation_side}
+    forget = [load_corpus(t.name, t.path, tokenizer, text_field=t.text_field, fmt=t.format, split=t.split,
+                          limit=t.limit, where=f"data.forget.{i}", **common)
+              for i, t in enumerate(d.forget)]
+    retain = None
+    if needs_retain:
+        r = d.retain
+        retain = load_corpus(r.name, r.path, tokenizer, text_field=r.text_field, fmt=r.format, split=r.split,
+                             limit=r.limit, where="data.retain", **common)
+    return forget, retain
+
+
+def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
+            model_and_tokenizer: tuple[nn.Module, Any] | None = None) -> Prepared:
+    """Load and validate everything for a run; raises :class:`RNAError` on any bad input.
+
+    ``model_and_tokenizer`` replaces loading from ``cfg.model`` (tests, notebooks).
+    """
+    method_cls = get_method(cfg.method["name"])
+    if model_and_tokenizer is None:
+        m = cfg.model
+        model, tokenizer = load_model(m.name_or_path, from_config=m.from_config, tokenizer=m.tokenizer,
+                                      gguf_file=m.gguf_file, dtype=m.dtype,
+                                      trust_remote_code=m.trust_remote_code, revision=m.revision,
+                                      seed=cfg.seed, attn_implementation=m.attn_implementation)
+    else:
+        model, tokenizer = model_and_tokenizer
+    forget, retain = _load_data(cfg, tokenizer, method_cls.uses_retain(options))
+    method = method_cls(options, Setup(hidden_size=int(model.config.hidden_size), topics=cfg.data.forget,
+                                       seed=cfg.seed, tokenizer=tokenizer))
+    layers = cfg.model.trainable.layers if cfg.model.trainable.layers is not None else method.default_layers()
+    trainable = select_trainable(model, layers, cfg.model.trainable.patterns)
+    rna = RNA(mode=cfg.rna.mode, layer=cfg.rna.layer if cfg.rna.layer is not None else options.layer,
+              seed=cfg.seed, rank=rank)
+    if cfg.rna.mode != "off":
+        schedule = resolve_schedule(cfg.rna.noise, latents=cfg.rna.auto.latents, target=cfg.rna.auto.target,
+                                    total_steps=cfg.train.steps)
+        rna = dataclasses.replace(rna, schedule=schedule)
+    method.validate(model, rna)
+    reference = frozen_copy(model) if method.needs_reference() else None
+    return Prepared(cfg=cfg, method=method, model=model, tokenizer=tokenizer, reference=reference,
+                    forget=forget, retain=retain, trainable=trainable, rna=rna)
+
+
+def _check_output_dir(out: Path, resume: bool) -> None:
+    if (out / DONE).exists():
+        raise RNAError("this run already finished", where=str(out),
+                       fix="choose another output_dir (or delete the folder to rerun)")
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise RNAError("output folder exists and is not empty", where=str(out),
+                       fix="pass --resume to continue it, or choose another output_dir")
+
+
+def _git_commit() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def environment(accelerator: Any) -> dict[str, Any]:
+    """Versions, device and git commit recorded next to a run's outputs."""
+    import accelerate
+    import transformers
+
+    return {
+        "python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+        "device": str(accelerator.device),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "num_processes": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "mixed_precision": accelerator.mixed_precision, "git_commit": _git_commit(), "argv": sys.argv,
+    }
+
+
+def _micro_batches(indices: list[int], rank: int, processes: int, accum: int) -> list[list[int]]:
+    per_process = len(indices) // processes
+    mine = indices[rank * per_process:(rank + 1) * per_process]
+    size = per_process // accum
+    return [mine[i * size:(i + 1) * size] for i in range(accum)]
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _batch(corpus: Corpus, indices: list[int]) -> dict[str, torch.Tensor]:
+    out = corpus.batch(indices)
+    out["index"] = torch.tensor(indices, dtype=torch.long)
+    return out
+
+
+def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False,
+          model_and_tokenizer: tuple[nn.Module, Any] | None = None) -> TrainResult:
+    """Run (or resume) an unlearning run and save its outputs under ``cfg.output_dir``.
+
+    Writes ``config.yaml`` (resolved), ``environment.json``, ``metrics.jsonl`` (one line per step
+    with every loss term), ``checkpoints/``, the final ``model/`` (``save_pretrained`` weights,
+    tokenizer and config) and, last, the ``DONE`` marker.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    rank, procs = accelerator.process_index, accelerator.num_processes
+    t = cfg.train
+    if t.batch_size % (procs * t.grad_accum):
+        raise RNAError(f"batch_size {t.batch_size} is not divisible by processes x grad_accum "
+                       f"= {procs} x {t.grad_accum}", where="train.batch_size",
+                       fix="make the global batch a multiple of num_processes * grad_accum")
+    out = Path(cfg.output_dir)
+    _check_output_dir(out, resume)
+    prep = prepare(cfg, options, rank=rank, model_and_tokenizer=model_and_tokenizer)
+    model, method = prep.model, prep.method
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.AdamW([params[n] for n in prep.trainable], lr=t.lr, betas=tuple(t.betas),
+                                  eps=t.eps, weight_decay=t.weight_decay)
+    if prep.reference is not None:
+        prep.reference.to(accelerator.device)
+    model.train()
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(wrapped)
+    start = 0
+    ckpt_dir = out / "checkpoints"
+    metrics: list[dict[str, Any]] = []
+    if resume and (found := checkpoint.list_checkpoints(ckpt_dir)):
+        meta = checkpoint.load(found[-1], unwrapped, optimizer, prep.trainable)
+        start = int(meta["step"])
+        log.info("resuming from %s (step %d)", found[-1], start)
+    elif resume:
+        log.warning("--resume: no checkpoint in %s, starting from step 0", ckpt_dir)
+    metrics_path = out / "metrics.jsonl"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.dump_yaml(cfg, out / "config.yaml")
+        (out / "environment.json").write_text(json.dumps(environment(accelerator), indent=1))
+        metrics = _kept_metrics(metrics_path, start)
+        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    accelerator.wait_for_everyone()
+
+    truncate = accelerator.distributed_type == DistributedType.NO
+    n_topics = len(prep.forget)
+    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="unlearn",
+               disable=not (t.progress and accelerator.is_local_main_process))
+    for step in bar:
+        torch.manual_seed(step_seed(cfg.seed, step, rank, salt=2))
+        topic = step % n_topics
+        corpus = prep.forget[topic]
+        f_idx = batch_indices(len(corpus), t.batch_size, step // n_topics, seed=cfg.seed,
+                              stream=stream_id(corpus.name), shuffle=cfg.data.shuffle)
+        r_idx = (batch_indices(len(prep.retain), t.batch_size, step, seed=cfg.seed,
+                               stream=stream_id("retain:" + prep.retain.name), shuffle=cfg.data.shuffle)
+                 if prep.retain is not None else None)
+        ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
+                          generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
+                          truncate=truncate)
+        f_micro = _micro_batches(f_idx, rank, procs, t.grad_accum)
+        r_micro = _micro_batches(r_idx, rank, procs, t.grad_accum) if r_idx is not None else None
+        sums: dict[str, float] = {}
+        for g in range(t.grad_accum):
+            forget = _to(_batch(corpus, f_micro[g]), accelerator.device)
+            retain = _to(_batch(prep.retain, r_micro[g]), accelerator.device) if r_micro else None
+            sync = contextlib.nullcontext() if g == t.grad_accum - 1 else accelerator.no_sync(wrapped)
+            with sync, accelerator.autocast():
+                loss, terms = method.loss(ctx, forget, retain, topic)
+                accelerator.backward(loss / t.grad_accum)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v / t.grad_accum
+        grad_norm = None
+        if t.max_grad_norm is not None:
+            trainable = [params[n] for n in prep.trainable]
+            grad_norm = float(accelerator.clip_grad_norm_(trainable, t.max_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        keys = sorted(sums)
+        values = accelerator.reduce(torch.tensor([sums[k] for k in keys], device=accelerator.device),
+                                    reduction="mean")
+        row: dict[str, Any] = {"step": step + 1, "topic": prep.forget[topic].name,
+                               **{k: float(v) for k, v in zip(keys, values.tolist(), strict=True)},
+                               "lr": t.lr, "nu": prep.rna.nu(step)}
+        if grad_norm is not None:
+            row["grad_norm"] = grad_norm
+        metrics.append(row)
+        if accelerator.is_main_process:
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "forget", "retain") if k in row})
+        if (step + 1) % t.log_every == 0:
+            log.info("step %d/%d %s", step + 1, t.steps,
+                     " ".join(f"{k}={row[k]:.4g}" for k in keys))
+        if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
+            if accelerator.is_main_process:
+                checkpoint.save(ckpt_dir, step + 1, unwrapped, optimizer.optimizer, prep.trainable,
+                                {"seed": cfg.seed, "rng": "stateless: seeded from (seed, step, process)"},
+                                t.keep_checkpoints)
+            accelerator.wait_for_everyone()
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _finish(out, unwrapped, prep, cfg)
+    accelerator.wait_for_everyone()
+    return TrainResult(model=unwrapped, reference=prep.reference, trainable=prep.trainable, metrics=metrics,
+                       output_dir=out)
+
+
+def _kept_metrics(path: Path, start: int) -> list[dict[str, Any]]:
+    """Metric rows of steps ``<= start`` (a resumed run rewrites the steps after its checkpoint)."""
+    if start == 0 or not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["step"] <= start]
+
+
+def _finish(out: Path, model: nn.Module, prep: Prepared, cfg: config.RunConfig) -> None:
+    """Save trainable weights, the final model and tokenizer, then write the DONE marker."""
+    from safetensors.torch import save_file
+
+    save_file(checkpoint.trainable_state(model, prep.trainable), str(out / "trainable.safetensors"))
+    if cfg.train.save_model:
+        tmp = out / ".model.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        prep.tokenizer.save_pretrained(tmp)
+        config.dump_yaml(cfg, tmp / "rna_config.yaml")
+        final = out / "model"
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / DONE).write_text(json.dumps({"steps": cfg.train.steps, "trainable": prep.trainable}, indent=1))
+    log.info("finished: %s", out)
