@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,19 @@ import yaml
 from rna_theory.errors import RNAError
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML loader that also reads ``5e-5`` (no dot, valid in YAML 1.2) as a float, not a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader subclasses SafeLoader
 
 
 def field(default: Any = dataclasses.MISSING, *, doc: str = "", **constraints: Any) -> Any:
@@ -311,7 +325,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise RNAError(f"override {text!r} has no key", where="overrides", fix="write key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise RNAError(f"cannot parse value {raw!r}: {exc}", where=key, fix="quote the value") from None
     return key, value
@@ -325,7 +339,7 @@ def load_raw(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str
         if not p.is_file():
             raise RNAError("config file not found", where=str(p), fix="check the --config path")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = yaml_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise RNAError(f"invalid YAML: {exc}", where=str(p), fix="fix the YAML syntax") from None
         if loaded is not None and not isinstance(loaded, dict):

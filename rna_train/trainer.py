@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from rna_theory.errors import RNAError
-from rna_train import checkpoint, config
+from rna_train import arch, checkpoint, config
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Setup, StepContext
@@ -93,6 +93,7 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
                                       seed=cfg.seed, attn_implementation=m.attn_implementation)
     else:
         model, tokenizer = model_and_tokenizer
+    arch.check_layer(model, options.layer, "method.layer")
     forget, retain = _load_data(cfg, tokenizer, method_cls.uses_retain(options))
     method = method_cls(options, Setup(hidden_size=int(model.config.hidden_size), topics=cfg.data.forget,
                                        seed=cfg.seed, tokenizer=tokenizer))

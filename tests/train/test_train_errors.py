@@ -1,0 +1,109 @@
+"""Each bad input is one clear RNAError before any training step, leaving no finished-looking output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import train_helpers as helpers
+import yaml
+
+from rna_theory.errors import RNAError
+from rna_train.config import load_config, parse_override
+from rna_train.trainer import DONE, train
+
+
+def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _fails(tmp_path: Path, assets: dict[str, Path], overrides: list[str],
+           edit: Callable[[dict[str, Any]], None] | None = None) -> RNAError:
+    """Run config + overrides through validation and training; return the RNAError raised."""
+    out = tmp_path / "out"
+    raw = helpers.run_config(assets["tokenizer"], assets, out)
+    if edit is not None:
+        edit(raw)
+    with pytest.raises(RNAError) as info:
+        cfg, options = load_config(_write(tmp_path, raw), overrides)
+        train(cfg, options)
+    assert not out.exists() or not (out / DONE).exists()
+    assert not out.exists(), "the output folder must not be created before validation passes"
+    return info.value
+
+
+@pytest.mark.parametrize(("overrides", "where", "hint"), [
+    (["train.lrr=1e-4"], "train.lrr", "did you mean 'lr'"),
+    (["train.steps=abc"], "train.steps", "whole number"),
+    (["train.lr=-1"], "train.lr", "> 0"),
+    (["rna.mode=targett"], "rna.mode", "did you mean 'target'"),
+    (["method.name=rmuu"], "method.name", "did you mean 'rmu'"),
+    (["method.steering=3"], "method.steering", "did you mean 'steering_coef'"),
+    (["method.layer=10"], "method.layer", "0..3"),
+    (["rna.mode=target", "rna.noise=-0.1"], "rna.noise.nu", "nu >= 0"),
+    (["rna.mode=target", "rna.noise={nu: -0.1, kind: constant}"], "rna.noise.nu", "nu >= 0"),
+    (["rna.mode=input", "rna.layer=3"], "rna.layer", "rna.layer <= 2"),
+    (["rna.mode=target", "method.retain_loss=nll", "rna.noise=0.1"], "rna.mode", "input"),
+    (["rna.mode=target", "rna.noise=auto"], "rna.auto.latents", "rna.auto.latents"),
+    (["rna.mode=target", "rna.noise=auto", "rna.auto.latents=/nonexistent.npz"], "rna.auto.latents", ""),
+    (["model.trainable.patterns=[mlp.nothing]"], "model.trainable.patterns", "mlp.down_proj"),
+    (["data.forget.0.text_field=content"], "bio.jsonl:1", "text_field"),
+    (["data.min_length=30"], "data.forget.0.path", "min_length"),
+    (["train.batch_size=3", "train.grad_accum=2"], "train.batch_size", "multiple"),
+    (["model.dtype=fp8"], "model.dtype", "fp32"),
+])
+def test_bad_config_values(overrides: list[str], where: str, hint: str, tmp_path: Path,
+                           assets: dict[str, Path]) -> None:
+    err = _fails(tmp_path, assets, overrides)
+    assert err.where is not None and where in err.where, str(err)
+    assert hint in str(err)
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path: Path, assets: dict[str, Path]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "virus protein"}\n{"text": "cell gene"\n')
+    err = _fails(tmp_path, assets, [f"data.forget.0.path={bad}"])
+    assert err.where == f"{bad}:2"
+
+
+def test_empty_corpus(tmp_path: Path, assets: dict[str, Path]) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    err = _fails(tmp_path, assets, [f"data.retain.path={empty}"])
+    assert "empty" in err.what and err.where.startswith("data.retain")
+
+
+def test_unknown_layout(tmp_path: Path, assets: dict[str, Path]) -> None:
+    def bert(raw: dict[str, Any]) -> None:
+        raw["model"]["from_config"] = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
+                                       "num_attention_heads": 2, "intermediate_size": 64, "is_decoder": True}
+
+    err = _fails(tmp_path, assets, [], bert)
+    assert "unknown model layout 'bert'" in err.what and "LAYOUTS" in (err.fix or "")
+
+
+def test_no_forget_topic(tmp_path: Path, assets: dict[str, Path]) -> None:
+    err = _fails(tmp_path, assets, ["data.forget=[]"])
+    assert err.where == "data.forget"
+
+
+def test_finished_run_is_not_overwritten(tmp_path: Path, assets: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    path = _write(tmp_path, helpers.run_config(assets["tokenizer"], assets, out, steps=1))
+    train(*load_config(path))
+    assert (out / DONE).exists()
+    with pytest.raises(RNAError, match="already finished"):
+        train(*load_config(path))
+
+
+def test_override_parsing() -> None:
+    assert parse_override("train.lr=2e-5") == ("train.lr", 2e-5)
+    assert parse_override("model.trainable.layers=[5, 6, 7]") == ("model.trainable.layers", [5, 6, 7])
+    assert parse_override("rna.noise={nu: 0.03, relative_to: rms}") == ("rna.noise",
+                                                                        {"nu": 0.03, "relative_to": "rms"})
+    with pytest.raises(RNAError, match="no '='"):
+        parse_override("train.lr")
