@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         if "eta" in est:
             eta, dim = est["eta"], est["dim"]
             noise = _noise(args, collected["rms"])
-            at_nu = predicted_robustness(margins, eta, dim, noise["nu"]) if noise["nu"] is not None else None
+            # without noise (nu unknown or 0) the smoothed-head bounds make no prediction
+            at_nu = predicted_robustness(margins, eta, dim, noise["nu"]) if noise["nu"] else None
             entry["predicted"] = {
                 "noise": noise,
                 "at_nu": at_nu,

@@ -57,9 +57,9 @@ def prediction_curve(margins: np.ndarray, eta: float, dim: int,
 
 
 def default_nu_grid(eta: float, rms: float | None = None, points: int = 25) -> list[float]:
-    """Log-spaced noise stds around the perturbation scale (1e-3 .. 10 times eta, or rms)."""
+    """Log-spaced noise stds around the perturbation scale (1e-3 .. 100 times eta, or rms)."""
     scale = eta if eta > 0 else (rms or 1.0)
-    return [float(v) for v in np.geomspace(1e-3 * scale, 10.0 * scale, points)]
+    return [float(v) for v in np.geomspace(1e-3 * scale, 100.0 * scale, points)]
 
 
 def measured_robustness(clean_pred: Sequence[int], perturbed_pred: Sequence[int], answers: Sequence[int],

@@ -1,0 +1,115 @@
+"""Reports from real run directories (rna eval + rna audit on tiny models), rendered in chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from eval_helpers import rna
+
+from rna_theory.errors import RNAError
+from rna_train.eval.report import write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def runs(llama_dir, llama2_dir, probe_file, tmp_path_factory) -> list[Path]:
+    """Two run directories: a 'base' and an 'unlearned' model, each with eval + audit output.
+
+    The first is labelled with a <script> tag (it must come out escaped); the second also carries
+    a trainer-style config.yaml and metrics.jsonl (RNA with nu = 0.05).
+    """
+    dirs = []
+    for i, model in enumerate((llama_dir, llama2_dir)):
+        out = tmp_path_factory.mktemp(f"run{i}")
+        if i == 1:
+            (out / "config.yaml").write_text("method: {name: rmu}\nrna: {mode: target, noise: 0.05}\n")
+            rows = [{"step": s, "loss": 1.0 / (s + 1), "retain_loss": 0.1} for s in range(5)]
+            (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        else:
+            (out / "config.yaml").write_text("method: {name: rmu}\nrna: {mode: 'off'}\n")
+        label = ["--label", "base <script>alert(1)</script>"] if i == 0 else []
+        assert rna("eval", "--model", str(model), "--probe", str(probe_file), "--perturb", "insert",
+                   "--keywords", "bio", "--scoring", "loglik,letter", "--out", str(out), *label) == 0
+        assert rna("audit", "--model", str(model), "--probe", str(probe_file), "--layer", "0",
+                   "--keywords", "bio", "control", "--out", str(out)) == 0
+        dirs.append(out)
+    return dirs
+
+
+def test_run_directory_files(runs):
+    ev = json.loads((runs[0] / "eval.json").read_text())
+    assert ev["format"] == "rna-eval/1" and ev["primary"] == "loglik" and ev["n_questions"] == 12
+    assert ev["perturbation"]["keyword_kind"] == "bio" and ev["perturbation"]["seed"] == 0
+    rob = ev["results"]["loglik"]["robustness"]
+    assert set(rob) == {"unchanged", "clean_accuracy", "perturbed_accuracy", "accuracy_drop"}
+    records = [json.loads(line) for line in (runs[0] / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 12
+    for rec in records:
+        pert = rec["perturbation"]
+        assert rec["perturbed_question"][pert["start"]:pert["end"]] == pert["keyword"]
+        assert set(rec["clean"]) == {"loglik", "letter"}
+    # the audit found the nu of the trained run in its config.yaml
+    audit = json.loads((runs[1] / "audit.json").read_text())
+    assert audit["keywords"]["bio"]["predicted"]["noise"]["nu"] == 0.05
+
+
+def test_report_markdown_and_html(runs, tmp_path):
+    md, page = write_report(runs, tmp_path / "report", title="Report <i>1</i>")
+    text = md.read_text()
+    for heading in ("## Accuracy, clean vs. perturbed", "## Latent audit (Assumption 1, C1)",
+                    "## Latent differences vs. the fitted Gaussian", "## Predicted vs. measured robustness",
+                    "## Noise-scale (nu) ablation", "## Training losses", "## Accuracy per subject"):
+        assert heading in text
+    assert "rmu +RNA(nu=0.05)" in text
+    assert "<script>" not in text and "&lt;script&gt;" in text and "&lt;b&gt;security&lt;/b&gt;" in text
+    for name in re.findall(r"\(figures/([\w]+)\.png\)", text):
+        assert (tmp_path / "report" / "figures" / f"{name}.png").stat().st_size > 1000
+    source = page.read_text()
+    assert "<script" not in source and "http" not in source.replace("http://www.w3.org", "")
+    assert source.count("data:image/png;base64,") == 5
+
+
+def test_report_from_eval_output_alone(runs, tmp_path):
+    only = tmp_path / "only-eval"
+    only.mkdir()
+    for name in ("eval.json", "predictions.jsonl"):
+        shutil.copy(runs[0] / name, only / name)
+    md, _ = write_report([only], tmp_path / "r")
+    assert "## Accuracy, clean vs. perturbed" in md.read_text()
+    assert "Latent audit" not in md.read_text()
+
+
+def test_report_needs_run_output(tmp_path):
+    with pytest.raises(RNAError, match=r"no eval\.json or audit\.json"):
+        write_report([tmp_path], tmp_path / "r")
+    with pytest.raises(RNAError, match="does not exist"):
+        rna("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(runs, tmp_path):
+    from PIL import Image
+
+    assert rna("report", *map(str, runs), "--out", str(tmp_path / "report")) == 0
+    page = (tmp_path / "report" / "report.html").resolve()
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert "<h1>RNA robustness report</h1>" in dom
+    assert dom.count("<h2>") >= 7 and dom.count("<img ") == 5 and dom.count("<table>") >= 4
+    assert "<script" not in dom
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "&lt;b&gt;security&lt;/b&gt;" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    image = Image.open(shot).convert("L")
+    low, high = image.getextrema()
+    assert image.size == (1200, 2400) and high - low > 100  # something (text, plots) was drawn
