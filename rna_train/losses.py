@@ -20,20 +20,26 @@ import torch
 import torch.nn.functional as F
 
 
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half precision to float32 for the reduction; keep float32/float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _count(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum().clamp_min(1)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``(pred - target)**2`` over real tokens and hidden units (batch x seq x d inputs)."""
-    m = mask.float().unsqueeze(-1)
-    sq = (pred.float() - target.float()).pow(2) * m
+    diff = _acc(pred) - _acc(target)
+    sq = diff.pow(2) * mask.to(diff.dtype).unsqueeze(-1)
     return sq.sum() / (_count(mask) * pred.shape[-1])
 
 
 def mean_token_norm(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean Euclidean norm of the real tokens' hidden vectors (Adaptive RMU's ``||h||``)."""
-    norms = hidden.float().norm(dim=-1) * mask.float()
+    norms = _acc(hidden).norm(dim=-1)
+    norms = norms * mask.to(norms.dtype)
     return norms.sum() / _count(mask)
 
 
@@ -44,7 +50,7 @@ def next_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, mask: tor
     Returns ``(logp, valid)``, both batch x (seq - 1): ``logp[b, t] = log p(x[b, t+1] | x[b, <=t])``
     and ``valid`` is 1 where both tokens are real (and ``label_mask`` marks ``t + 1``).
     """
-    logp_all = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    logp_all = F.log_softmax(_acc(logits[:, :-1]), dim=-1)
     target = input_ids[:, 1:]
     logp = logp_all.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     valid = (mask[:, 1:] * mask[:, :-1]).to(logp.dtype)
@@ -68,16 +74,17 @@ def mean_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) 
 
 def kl_ref_theta(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real positions of KL(p_ref || p_theta) between next-token distributions."""
-    logq = F.log_softmax(logits.float(), dim=-1)
-    logp = F.log_softmax(ref_logits.float(), dim=-1)
-    kl = (logp.exp() * (logp - logq)).sum(-1) * mask.float()
+    logq = F.log_softmax(_acc(logits), dim=-1)
+    logp = F.log_softmax(_acc(ref_logits), dim=-1).to(logq.dtype)
+    kl = (logp.exp() * (logp - logq)).sum(-1) * mask.to(logq.dtype)
     return kl.sum() / _count(mask)
 
 
 def logsoftmax_mse(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real positions and the vocabulary of the squared log-softmax difference."""
-    diff = F.log_softmax(logits.float(), dim=-1) - F.log_softmax(ref_logits.float(), dim=-1)
-    return (diff.pow(2).mean(-1) * mask.float()).sum() / _count(mask)
+    logq = F.log_softmax(_acc(logits), dim=-1)
+    diff = logq - F.log_softmax(_acc(ref_logits), dim=-1).to(logq.dtype)
+    return (diff.pow(2).mean(-1) * mask.to(diff.dtype)).sum() / _count(mask)
 
 
 def npo_loss(nll: torch.Tensor, ref_nll: torch.Tensor, beta: float) -> torch.Tensor:
