@@ -1,0 +1,59 @@
+"""lm-evaluation-harness adapter: exported perturbed-MMLU tasks run offline on an in-memory model."""
+
+from __future__ import annotations
+
+import pytest
+
+from rna_train.eval.evaluate import evaluate
+from rna_train.eval.keywords import builtin_keywords
+from rna_train.eval.lmeval import task_config, write_task
+from rna_train.eval.perturb import perturb_questions
+from rna_train.eval.probes import load_probe
+
+
+def test_task_yaml_is_written(probe_file, tmp_path):
+    import yaml
+
+    path = write_task(load_probe(probe_file), tmp_path / "t", "rna_mmlu_clean")
+    config = yaml.safe_load(path.read_text())
+    assert config == task_config("rna_mmlu_clean", tmp_path / "t" / "rna_mmlu_clean.jsonl")
+    assert len((tmp_path / "t" / "rna_mmlu_clean.jsonl").read_text().splitlines()) == 12
+
+
+def test_lm_eval_accuracy_equals_ours(llama_dir, probe_file, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'rna[lmeval]')")
+    from rna_train.eval.lmeval import run_tasks
+    from rna_train.eval.loading import load_for_eval
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    questions = load_probe(probe_file)
+    pairs = perturb_questions(questions, builtin_keywords("bio"), seed=3)
+    write_task(questions, tmp_path / "tasks", "rna_mmlu_clean")
+    write_task([p.perturbed for p in pairs], tmp_path / "tasks", "rna_mmlu_perturbed")
+    model, tok = load_for_eval(str(llama_dir), "fp32", "cpu")
+    out = run_tasks(model, tok, ["rna_mmlu_clean", "rna_mmlu_perturbed"], include_path=[tmp_path / "tasks"],
+                    batch_size=4)
+    ours, records = evaluate(model, tok, questions, scorings=["loglik"], pairs=pairs)
+    results = out["results"]
+    assert results["rna_mmlu_clean"]["acc,none"] == pytest.approx(ours["loglik"]["clean"]["overall"]["rate"])
+    assert results["rna_mmlu_perturbed"]["acc,none"] == pytest.approx(
+        ours["loglik"]["robustness"]["perturbed_accuracy"]["rate"])
+    # not just the same accuracy: the same log-likelihood for every choice of every question
+    for task, side in (("rna_mmlu_clean", "clean"), ("rna_mmlu_perturbed", "perturbed")):
+        samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+        assert len(samples) == len(records)
+        for sample, rec in zip(samples, records, strict=True):
+            theirs = [float(r[0]) for r in sample["filtered_resps"]]
+            assert theirs == pytest.approx(rec[side]["loglik"]["scores"], abs=1e-4)
+
+
+def test_rna_eval_exports_lmeval_tasks(llama_dir, probe_file, tmp_path):
+    from eval_helpers import rna
+
+    assert rna("eval", "--model", str(llama_dir), "--probe", str(probe_file), "--perturb", "substitute",
+               "--keywords", "cyber", "--export-lmeval", str(tmp_path / "tasks")) == 0
+    for name in ("rna_mmlu_clean", "rna_mmlu_perturbed"):
+        assert (tmp_path / "tasks" / name / f"{name}.yaml").is_file()
+        assert len((tmp_path / "tasks" / name / f"{name}.jsonl").read_text().splitlines()) == 12
