@@ -176,6 +176,8 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
 
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
     rank, procs = accelerator.process_index, accelerator.num_processes
+    if not accelerator.is_main_process:
+        logging.getLogger("rna_train").setLevel(logging.WARNING)  # one copy of each log line
     t = cfg.train
     if t.batch_size % (procs * t.grad_accum):
         raise RNAError(f"batch_size {t.batch_size} is not divisible by processes x grad_accum "

@@ -1,0 +1,142 @@
+"""Whole runs: output files, kill + --resume, and a 2-process CPU run against a 1-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import train_helpers as helpers
+import yaml
+from safetensors.torch import load_file
+
+from rna_train.config import load_config
+from rna_train.trainer import DONE, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": str(REPO)}
+
+
+def _config(tmp_path: Path, assets: dict[str, Path], out: Path, name: str = "c.yaml",
+            **train_opts: object) -> Path:
+    raw = helpers.run_config(assets["tokenizer"], assets, out, method={"name": "rmu", "alpha": 10.0},
+                             rna={"mode": "target", "noise": 0.05}, topics=2, **train_opts)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_run_writes_outputs(tmp_path: Path, assets: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    cfg, options = load_config(_config(tmp_path, assets, out, steps=4, save_model=True, checkpoint_every=2))
+    train(cfg, options)
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "trainable.safetensors", DONE):
+        assert (out / name).exists(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["topic"] for r in rows] == ["bio", "cyber", "bio", "cyber"]
+    assert all({"loss", "forget", "retain", "nu", "lr"} <= set(r) for r in rows)
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["method"]["steering_coef"] == 6.5 and resolved["train"]["steps"] == 4
+    env = json.loads((out / "environment.json").read_text())
+    assert {"python", "torch", "transformers", "device", "git_commit"} <= set(env)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    AutoTokenizer.from_pretrained(out / "model")
+    trained = load_file(str(out / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in trained.items())
+    assert (out / "model" / "rna_config.yaml").exists()
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path: Path, assets: dict[str, Path]) -> None:
+    steps = 120
+    killed = tmp_path / "killed"
+    config = _config(tmp_path, assets, killed, steps=steps, checkpoint_every=5, log_every=1000)
+    cmd = [sys.executable, "-m", "rna_train.cli", "unlearn", "--config", str(config)]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while not list((killed / "checkpoints").glob("step-*")):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "run exited early"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / DONE).exists(), "the run finished before it could be killed"
+    done_steps = len((killed / "metrics.jsonl").read_text().splitlines())
+    assert done_steps < steps
+    res = subprocess.run([*cmd, "--resume"], env=_env(), cwd=REPO, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    assert (killed / DONE).exists()
+
+    straight = tmp_path / "straight"
+    cfg, options = load_config(_config(tmp_path, assets, straight, name="s.yaml", steps=steps,
+                                       checkpoint_every=5, log_every=1000))
+    train(cfg, options)
+    a = load_file(str(killed / "trainable.safetensors"))
+    b = load_file(str(straight / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    rows_a = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_a] == list(range(1, steps + 1))
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_processes_match_one(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """Same global batch over 2 CPU processes (DDP, gloo) gives the 1-process weights."""
+    def config(out: Path, name: str) -> Path:
+        raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=4, lr=1e-3,
+                                 method={"name": "npo", "retain_loss": "kl"})
+        # Equal-length sequences: per-process token means then average exactly like one process.
+        raw["data"].update({"max_length": 8, "min_length": 8})
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    two = tmp_path / "two"
+    # `--cpu` alone keeps accelerate's single-process launcher; torchrun (--multi_gpu) plus
+    # ACCELERATE_USE_CPU gives two gloo processes (accelerate's MULTI_CPU).
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
+           "-m", "rna_train.cli", "unlearn", "--config", str(config(two, "two.yaml"))]
+    res = subprocess.run(cmd, env={**_env(), "ACCELERATE_USE_CPU": "true"}, cwd=REPO, capture_output=True,
+                         text=True, timeout=400, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    env = json.loads((two / "environment.json").read_text())
+    assert env["num_processes"] == 2
+    one = tmp_path / "one"
+    train(*load_config(config(one, "one.yaml")))
+    a = load_file(str(two / "trainable.safetensors"))
+    b = load_file(str(one / "trainable.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [2])
+def test_progress_and_logging_do_not_print(tmp_path: Path, assets: dict[str, Path], steps: int,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, options = load_config(_config(tmp_path, assets, tmp_path / "out", steps=steps))
+    train(cfg, options)
+    assert capsys.readouterr().out == ""
