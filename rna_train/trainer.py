@@ -171,9 +171,13 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     tokenizer and config) and, last, the ``DONE`` marker.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
+    # Several runs in one Python process (tests, notebooks) may use different precisions; the
+    # distributed part of accelerate's state (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
     rank, procs = accelerator.process_index, accelerator.num_processes
     if not accelerator.is_main_process:
@@ -271,8 +275,9 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(wrapped)  # gathers sharded (FSDP / DeepSpeed) weights
     if accelerator.is_main_process:
-        _finish(out, unwrapped, prep, cfg)
+        _finish(out, unwrapped, state, prep, cfg)
     accelerator.wait_for_everyone()
     return TrainResult(model=unwrapped, reference=prep.reference, trainable=prep.trainable, metrics=metrics,
                        output_dir=out)
@@ -286,16 +291,18 @@ def _kept_metrics(path: Path, start: int) -> list[dict[str, Any]]:
     return [r for r in rows if r["step"] <= start]
 
 
-def _finish(out: Path, model: nn.Module, prep: Prepared, cfg: config.RunConfig) -> None:
+def _finish(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: Prepared,
+            cfg: config.RunConfig) -> None:
     """Save trainable weights, the final model and tokenizer, then write the DONE marker."""
     from safetensors.torch import save_file
 
-    save_file(checkpoint.trainable_state(model, prep.trainable), str(out / "trainable.safetensors"))
+    trained = {n: state[n].detach().to("cpu").contiguous().clone() for n in prep.trainable}
+    save_file(trained, str(out / "trainable.safetensors"))
     if cfg.train.save_model:
         tmp = out / ".model.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         prep.tokenizer.save_pretrained(tmp)
         config.dump_yaml(cfg, tmp / "rna_config.yaml")
         final = out / "model"
