@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     margins = probit_margins([c.probabilities(args.scoring) for c in clean])
     payload: dict[str, Any] = {
         "format": AUDIT_FORMAT, "created": now(), "model": str(args.model), "probe": str(args.probe),
-        "probe_sha256": file_sha256(args.probe), "n_questions": len(questions), "layer": args.layer,
+        "probe_sha256": file_sha256(args.probe), "subjects": args.subjects, "sample": args.sample,
+        "limit": args.limit, "n_questions": len(questions), "layer": args.layer,
         "perturbation": {"mode": args.perturb, "position": position, "seed": args.seed},
         "scoring": args.scoring, "alignment": args.alignment,
         "clean": summarize([p == y for p, y in zip(clean_pred, answers, strict=True)],

