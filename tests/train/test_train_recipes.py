@@ -84,8 +84,10 @@ def test_topics_have_own_vectors_and_coefficients(tmp_path: Path, assets: dict[s
 
 
 @pytest.mark.parametrize(("dtype", "precision"), [("bf16", "no"), ("fp32", "bf16")])
-def test_bf16_weights_and_autocast(dtype: str, precision: str, tmp_path: Path, assets: dict[str, Path]) -> None:
-    raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "o", method={"name": "npo", "alpha": 1.0},
+def test_bf16_weights_and_autocast(dtype: str, precision: str, tmp_path: Path,
+                                   assets: dict[str, Path]) -> None:
+    raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "o",
+                             method={"name": "npo", "alpha": 1.0},
                              rna={"mode": "target", "noise": {"nu": 0.1, "relative_to": "rms"}},
                              mixed_precision=precision)
     raw["model"]["dtype"] = dtype
