@@ -275,7 +275,10 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()
-    state = accelerator.get_state_dict(wrapped)  # gathers sharded (FSDP / DeepSpeed) weights
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    # get_state_dict gathers sharded weights; the full dict is only needed to save the model.
+    state = (accelerator.get_state_dict(wrapped) if t.save_model or sharded
+             else checkpoint.trainable_state(unwrapped, prep.trainable))
     if accelerator.is_main_process:
         _finish(out, unwrapped, state, prep, cfg)
     accelerator.wait_for_everyone()
