@@ -111,13 +111,36 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
                     forget=forget, retain=retain, trainable=trainable, rna=rna)
 
 
-def _check_output_dir(out: Path, resume: bool) -> None:
+#: Settings a resumed run may change: they do not affect the trained weights.
+RESUMABLE_CHANGES = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.save_model"}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+def _check_output_dir(out: Path, resume: bool, cfg: config.RunConfig) -> None:
     if (out / DONE).exists():
         raise RNAError("this run already finished", where=str(out),
                        fix="choose another output_dir (or delete the folder to rerun)")
     if out.exists() and any(out.iterdir()) and not resume:
         raise RNAError("output folder exists and is not empty", where=str(out),
                        fix="pass --resume to continue it, or choose another output_dir")
+    saved = out / "config.yaml"
+    if resume and saved.exists():
+        old = _flatten(config.yaml_load(saved.read_text()))
+        new = _flatten(config.to_dict(cfg))
+        changed = sorted(k for k in old.keys() | new.keys()
+                         if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        if changed:
+            raise RNAError(f"--resume with a different config: {', '.join(changed)}", where=str(saved),
+                           fix="resume with the settings the run was started with")
 
 
 def _git_commit() -> str | None:
@@ -188,7 +211,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
                        f"= {procs} x {t.grad_accum}", where="train.batch_size",
                        fix="make the global batch a multiple of num_processes * grad_accum")
     out = Path(cfg.output_dir)
-    _check_output_dir(out, resume)
+    _check_output_dir(out, resume, cfg)
     prep = prepare(cfg, options, rank=rank, model_and_tokenizer=model_and_tokenizer)
     model, method = prep.model, prep.method
     params = dict(model.named_parameters())

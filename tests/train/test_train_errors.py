@@ -107,3 +107,43 @@ def test_override_parsing() -> None:
                                                                         {"nu": 0.03, "relative_to": "rms"})
     with pytest.raises(RNAError, match="no '='"):
         parse_override("train.lr")
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path, assets: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    raw = helpers.run_config(assets["tokenizer"], assets, out, steps=4, checkpoint_every=2)
+    path = _write(tmp_path, raw)
+    cfg, _ = load_config(path)
+    (out / "checkpoints").mkdir(parents=True)
+    from rna_train import config
+
+    config.dump_yaml(cfg, out / "config.yaml")
+    with pytest.raises(RNAError, match=r"train\.lr"):
+        train(*load_config(path, ["train.lr=0.5"]), resume=True)
+    train(*load_config(path, ["train.log_every=1"]), resume=True)  # harmless changes are fine
+    assert (out / DONE).exists()
+
+
+def test_nu_auto_uses_the_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from rna_train.rna import resolve_schedule
+
+    latents = tmp_path / "latents.npz"
+    latents.write_bytes(b"")
+    calls: list[tuple[str, float]] = []
+
+    def fake(path: str, target: float) -> object:
+        calls.append((str(path), target))
+        return types.SimpleNamespace(recommended_nu=0.02, recommended_nu_relative=0.1)
+
+    monkeypatch.setattr("rna_theory.tuner.tune_from_file", fake)
+    assert resolve_schedule("auto", latents=str(latents), target=0.9, total_steps=5).nu == 0.02
+    rel = resolve_schedule({"nu": "auto", "relative_to": "rms"}, latents=str(latents), target=0.9,
+                           total_steps=5)
+    assert rel.nu == 0.1 and rel.relative_to == "rms" and rel.total_steps == 5
+    assert calls == [(str(latents), 0.9)] * 2
+    monkeypatch.setattr("rna_theory.tuner.tune_from_file",
+                        lambda path, target: types.SimpleNamespace(recommended_nu=None))
+    with pytest.raises(RNAError, match="no noise scale meets"):
+        resolve_schedule("auto", latents=str(latents), target=0.99, total_steps=5)

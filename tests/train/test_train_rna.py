@@ -181,3 +181,16 @@ def test_noise_is_seeded_per_step() -> None:
     a = torch.randn(4, generator=rna.generator(7, "cpu"))
     assert torch.equal(a, torch.randn(4, generator=rna.generator(7, "cpu")))
     assert not torch.equal(a, torch.randn(4, generator=rna.generator(8, "cpu")))
+
+
+def test_reference_always_gets_the_mask(setup: dict) -> None:
+    """Every forward of the frozen reference receives the attention mask (reference-code defect)."""
+    seen: list[bool] = []
+    handle = setup["reference"].register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.append(kwargs.get("attention_mask") is not None), with_kwargs=True)
+    try:
+        for kind in ("rm", "kl", "mse"):
+            _grad(setup, kind, RNA(mode="target", layer=LAYER, schedule=NoiseSchedule(nu=0.1)), 0)
+    finally:
+        handle.remove()
+    assert seen == [True, True, True]
