@@ -27,9 +27,18 @@ T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML loader that also reads ``5e-5`` (no dot, valid in YAML 1.2) as a float, not a string."""
+    """SafeLoader with YAML 1.2 scalars: ``5e-5`` is a float and ``off``/``no`` stay strings.
+
+    (YAML 1.1 reads ``mode: off`` as the boolean false and ``lr: 5e-5`` as a string.)
+    """
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                               re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
 

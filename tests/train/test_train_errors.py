@@ -102,6 +102,8 @@ def test_finished_run_is_not_overwritten(tmp_path: Path, assets: dict[str, Path]
 
 def test_override_parsing() -> None:
     assert parse_override("train.lr=2e-5") == ("train.lr", 2e-5)
+    assert parse_override("rna.mode=off") == ("rna.mode", "off")  # YAML 1.2: not a boolean
+    assert parse_override("train.progress=false") == ("train.progress", False)
     assert parse_override("model.trainable.layers=[5, 6, 7]") == ("model.trainable.layers", [5, 6, 7])
     assert parse_override("rna.noise={nu: 0.03, relative_to: rms}") == ("rna.noise",
                                                                         {"nu": 0.03, "relative_to": "rms"})
