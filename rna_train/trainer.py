@@ -185,6 +185,27 @@ def _batch(corpus: Corpus, indices: list[int]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _accumulate(accelerator: Any, wrapped: nn.Module, method: Method, ctx: StepContext, topic: int,
+                forget: list[dict[str, torch.Tensor]], retain: list[dict[str, torch.Tensor]] | None,
+                ) -> dict[str, float]:
+    """Forward/backward over one step's micro-batches; returns the mean of each logged term.
+
+    Gradients are synchronised across processes only on the last micro-batch.
+    """
+    sums: dict[str, float] = {}
+    n = len(forget)
+    for g in range(n):
+        f = _to(forget[g], accelerator.device)
+        r = _to(retain[g], accelerator.device) if retain is not None else None
+        sync = contextlib.nullcontext() if g == n - 1 else accelerator.no_sync(wrapped)
+        with sync, accelerator.autocast():
+            loss, terms = method.loss(ctx, f, r, topic)
+            accelerator.backward(loss / n)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v / n
+    return sums
+
+
 def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False,
           model_and_tokenizer: tuple[nn.Module, Any] | None = None) -> TrainResult:
     """Run (or resume) an unlearning run and save its outputs under ``cfg.output_dir``.
@@ -256,18 +277,10 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
                           generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
                           truncate=truncate)
-        f_micro = _micro_batches(f_idx, rank, procs, t.grad_accum)
-        r_micro = _micro_batches(r_idx, rank, procs, t.grad_accum) if r_idx is not None else None
-        sums: dict[str, float] = {}
-        for g in range(t.grad_accum):
-            forget = _to(_batch(corpus, f_micro[g]), accelerator.device)
-            retain = _to(_batch(prep.retain, r_micro[g]), accelerator.device) if r_micro else None
-            sync = contextlib.nullcontext() if g == t.grad_accum - 1 else accelerator.no_sync(wrapped)
-            with sync, accelerator.autocast():
-                loss, terms = method.loss(ctx, forget, retain, topic)
-                accelerator.backward(loss / t.grad_accum)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v / t.grad_accum
+        sums = _accumulate(accelerator, wrapped, method, ctx, topic,
+                           [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
+                           [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]
+                           if prep.retain is not None and r_idx is not None else None)
         grad_norm = None
         if t.max_grad_norm is not None:
             trainable = [params[n] for n in prep.trainable]

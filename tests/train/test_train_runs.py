@@ -140,3 +140,18 @@ def test_progress_and_logging_do_not_print(tmp_path: Path, assets: dict[str, Pat
     cfg, options = load_config(_config(tmp_path, assets, tmp_path / "out", steps=steps))
     train(cfg, options)
     assert capsys.readouterr().out == ""
+
+
+def test_grad_accumulation_matches_one_micro_batch(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """batch 4 as 2 micro-batches of 2 gives the 1 x 4 result (equal-length sequences)."""
+    results = []
+    for accum in (1, 2):
+        raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / f"a{accum}", steps=3, lr=1e-3,
+                                 grad_accum=accum, method={"name": "rmu", "alpha": 10.0, "retain_loss": "kl"})
+        raw["data"].update({"max_length": 8, "min_length": 8})
+        path = tmp_path / f"a{accum}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        train(*load_config(path))
+        results.append(load_file(str(tmp_path / f"a{accum}" / "trainable.safetensors")))
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-6)
