@@ -53,14 +53,14 @@ def rm_target_gradients(encoder: torch.nn.Module, inputs: torch.Tensor, frozen_t
     def loss_of(p: dict[str, torch.Tensor], delta: torch.Tensor | None) -> torch.Tensor:
         return rm_retain_loss(functional_call(encoder, p, (inputs,)), frozen_target, delta, alpha)
 
-    def flat_grad(delta: torch.Tensor | None) -> np.ndarray:
-        g = torch.func.grad(loss_of)(params, delta)
-        return torch.cat([g[n].reshape(-1) for n in names]).numpy()
+    def flat(g: dict[str, torch.Tensor], lead: tuple[int, ...] = ()) -> np.ndarray:
+        return torch.cat([g[n].reshape(*lead, -1) for n in names], dim=-1).numpy()
 
     gen = torch.Generator().manual_seed(seed)
-    clean = flat_grad(None)
-    draws = np.stack([flat_grad(nu * torch.randn(frozen_target.shape, generator=gen,
-                                                 dtype=frozen_target.dtype)) for _ in range(n_draws)])
+    clean = flat(torch.func.grad(loss_of)(params, None))
+    deltas = nu * torch.randn((n_draws, *frozen_target.shape), generator=gen, dtype=frozen_target.dtype)
+    batched = torch.func.vmap(torch.func.grad(loss_of), in_dims=(None, 0))(params, deltas)
+    draws = flat(batched, (n_draws,))
     jac = jacrev(lambda p: functional_call(encoder, p, (inputs,)))(params)
     n_out = frozen_target.numel()
     j = torch.cat([jac[n].reshape(n_out, -1) for n in names], dim=1).numpy()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -102,7 +101,7 @@ def softmax_linear(dim: int = 16, n_classes: int = 4, n: int = 512, *, seed: int
     z = means[y] + torch.randn(n, dim, generator=gen, dtype=DTYPE)
     weight = torch.zeros(n_classes, dim, dtype=DTYPE, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=DTYPE, requires_grad=True)
-    _fit([weight, bias], lambda: F.cross_entropy(z @ weight.T + bias, y) + l2 * weight.pow(2).sum(), 60)
+    _fit([weight, bias], lambda: F.cross_entropy(z @ weight.T + bias, y) + l2 * weight.pow(2).sum(), 30)
     module = torch.nn.Linear(dim, n_classes).to(DTYPE)
     with torch.no_grad():
         module.weight.copy_(weight)
@@ -113,7 +112,7 @@ def softmax_linear(dim: int = 16, n_classes: int = 4, n: int = 512, *, seed: int
 
 
 def mlp(dim: int = 32, n_classes: int = 4, n: int = 1024, *, input_dim: int = 16, seed: int = 0,
-        trigger_scale: float = 1.0, steps: int = 300) -> Setting:
+        trigger_scale: float = 1.0, steps: int = 150) -> Setting:
     """Setting 3: MLP classifier x -> z = tanh(W1 x + b1) -> tanh(W2 z + b2) -> logits.
 
     The latent is the first hidden layer. A forget-token is a fixed input vector t added to x;
@@ -130,7 +129,7 @@ def mlp(dim: int = 32, n_classes: int = 4, n: int = 1024, *, input_dim: int = 16
     torch.manual_seed(seed)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=1.0 / max(p.shape[-1], 1) ** 0.5, generator=gen)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
     for _ in range(steps):
         opt.zero_grad()
         F.cross_entropy(net(x), y).backward()

@@ -53,3 +53,12 @@ def variance_ci(sum_sq: float, dof: int, alpha: float = FALSE_FAILURE) -> tuple[
     lo = sum_sq / float(stats.chi2.ppf(1 - alpha / 2, dof))
     hi = sum_sq / float(stats.chi2.ppf(alpha / 2, dof))
     return lo, hi
+
+
+def clopper_pearson_array(successes: np.ndarray, trials: int, alpha: float = FALSE_FAILURE) -> np.ndarray:
+    """Vectorised :func:`clopper_pearson`: returns an array (..., 2) of lower and upper limits."""
+    k = np.asarray(successes, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        lo = np.where(k == 0, 0.0, stats.beta.ppf(alpha / 2, k, trials - k + 1))
+        hi = np.where(k == trials, 1.0, stats.beta.ppf(1 - alpha / 2, k + 1, trials - k))
+    return np.stack([lo, hi], axis=-1)

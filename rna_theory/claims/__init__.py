@@ -109,7 +109,7 @@ def register_setting(index: int, factory: Callable[[int], _settings.Setting]) ->
     _SETTINGS[index] = factory
 
 
-VERIFIER_MODULES = ("c1", "c2", "c3")
+VERIFIER_MODULES = ("c1", "c2", "c3", "c4", "c5", "c6", "c7")
 
 
 def _load_verifiers() -> None:

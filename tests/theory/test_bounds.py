@@ -1,0 +1,119 @@
+"""C6 bounds and the (generalised) chi-square machinery."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from rna_theory import RNAError
+from rna_theory.bounds import (
+    anisotropic_certified_probability,
+    certified_probability,
+    certified_radius,
+    concentration_bound,
+    first_order_probability,
+    generalized_chi2_cdf,
+    imhof_cdf,
+    lipschitz_lower_bound,
+    probit_margin,
+)
+from rna_theory.stats import FALSE_FAILURE, clopper_pearson
+
+EXAMPLES = 25  # hypothesis examples per test (tests/conftest.py); statistical levels split over them
+Z = stats.norm.ppf(1 - FALSE_FAILURE / (2 * EXAMPLES))
+
+
+@given(st.floats(0.51, 0.999), st.floats(0.01, 3.0))
+def test_radius_binary_equals_nu_probit(p, nu):
+    assert certified_radius(p, 1 - p, nu) == pytest.approx(nu * stats.norm.ppf(p))
+    assert certified_radius(p, 1 - p, nu) == pytest.approx(nu * probit_margin(p, 1 - p))
+
+
+def test_radius_is_zero_without_a_margin():
+    assert certified_radius(0.4, 0.5, 1.0) == 0.0
+
+
+@given(st.floats(0.01, 0.99), st.floats(0.0, 5.0), st.floats(0.05, 2.0))
+def test_lipschitz_bound_is_tight_for_a_halfspace(p, r, nu):
+    # Smoothed hard half-space classifier: pbar(z) = Phi(a / nu); moving by r against the normal
+    # gives exactly Phi(a/nu - r/nu), the bound.
+    a = nu * stats.norm.ppf(p)
+    assert lipschitz_lower_bound(p, r, nu) == pytest.approx(stats.norm.cdf((a - r) / nu), abs=1e-12)
+
+
+@given(st.integers(1, 300), st.floats(0.01, 5.0), st.floats(0.01, 2.0))
+def test_certified_probability_is_chi2(d, r, eta):
+    assert certified_probability(r, eta, d) == pytest.approx(stats.chi2.cdf((r / eta) ** 2, d))
+    assert certified_probability(r, eta, d) <= first_order_probability(r, eta) + 1e-12 or d == 1
+
+
+def test_concentration_bound_edges():
+    assert concentration_bound(0.0, 1.0, 1.0) == 1.0
+    assert concentration_bound(1.0, 1.0, 1e-9) == pytest.approx(0.0)
+    assert concentration_bound(0.3, 0.5, 0.05) == pytest.approx(2 * math.exp(-math.pi * 0.09 * 0.25 / 0.01))
+
+
+@given(st.integers(1, 40), st.floats(0.1, 10.0), st.floats(0.0, 3.0), st.floats(0.05, 3.0))
+def test_imhof_equal_weights_matches_scipy(k, w, delta, xfrac):
+    x = xfrac * k * w * (1 + delta)
+    got = imhof_cdf(x, np.full(k, w), np.full(k, delta / k))
+    want = stats.ncx2.cdf(x / w, k, delta) if delta > 0 else stats.chi2.cdf(x / w, k)
+    assert got == pytest.approx(want, abs=1e-8)
+
+
+@settings(max_examples=10)
+@given(st.integers(2, 60), st.integers(0, 10_000))
+def test_imhof_matches_monte_carlo(k, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.exponential(size=k)
+    d = rng.exponential(size=k) * 0.5
+    x = float(np.sum(w * (1 + d)))
+    got = imhof_cdf(x, w, d)
+    n = 40_000
+    hits = int(np.sum(((rng.standard_normal((n, k)) + np.sqrt(d)) ** 2) @ w <= x))
+    lo, hi = clopper_pearson(hits, n, FALSE_FAILURE / EXAMPLES)
+    slack = 3e-3 if 4 <= k < 8 else 1e-7  # 4-7 terms use a 1e6-sample Monte Carlo internally
+    assert lo - slack <= got <= hi + slack
+
+
+def test_generalized_chi2_with_mean_and_covariance():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((12, 12))
+    cov = a @ a.T / 12
+    mean = rng.standard_normal(12) * 0.5
+    x = float(np.trace(cov) + mean @ mean)
+    exact = generalized_chi2_cdf(x, mean, cov)
+    mc = generalized_chi2_cdf(x, mean, cov, method="mc", n_samples=400_000, seed=1)
+    assert exact == pytest.approx(mc, abs=5 * math.sqrt(0.25 / 400_000) + 1e-3)
+    # Rank-deficient covariance: the null directions hold the mean deterministically.
+    cov2 = np.diag([1.0, 0.0])
+    assert generalized_chi2_cdf(1.0 + 4.0, np.array([0.0, 2.0]), cov2) == pytest.approx(stats.chi2.cdf(1.0, 1))
+    probs = anisotropic_certified_probability([1.0, 2.0], np.zeros(3), np.eye(3) * 0.25)
+    assert probs == pytest.approx(stats.chi2.cdf(np.array([1.0, 4.0]) / 0.25, 3))
+
+
+def test_bad_arguments():
+    with pytest.raises(RNAError, match="eta"):
+        certified_probability(1.0, -1.0, 3)
+    with pytest.raises(RNAError, match="dim"):
+        certified_probability(1.0, 1.0, 0)
+    with pytest.raises(RNAError, match="nu"):
+        certified_radius(0.9, 0.1, float("nan"))
+    with pytest.raises(RNAError, match="cov"):
+        generalized_chi2_cdf(1.0, np.zeros(3), np.eye(2))
+
+
+def test_chi2_bound_holds_for_random_halfspaces():
+    """C6(b) against exact probabilities: a smoothed linear head under eps ~ N(0, eta^2 I)."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        d = int(rng.integers(1, 50))
+        a = float(rng.exponential())
+        eta = float(rng.exponential())
+        # Distance to the boundary is a; the radius of the smoothed hard classifier equals a.
+        exact = stats.norm.cdf(a / eta)
+        assert certified_probability(a, eta, d) <= exact + 1e-12
+        assert first_order_probability(a, eta) == pytest.approx(exact)
