@@ -110,3 +110,32 @@ def test_gguf_file_is_passed_through(monkeypatch: pytest.MonkeyPatch, assets: di
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", fake_tok)
     load_model("some/folder", gguf_file="w.Q4_1.gguf")
     assert seen == {"model": "w.Q4_1.gguf", "tokenizer": "w.Q4_1.gguf"}
+
+
+BASE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "max_position_embeddings": 64}
+FAMILIES = {
+    "mistral": {**BASE, "num_key_value_heads": 2},
+    "qwen2": {**BASE, "num_key_value_heads": 2},
+    "gemma": {**BASE, "num_key_value_heads": 2, "head_dim": 8},
+    "gemma2": {**BASE, "num_key_value_heads": 2, "head_dim": 8},
+    "gemma3_text": {**BASE, "num_key_value_heads": 2, "head_dim": 8},
+    "gpt_neox": {**BASE},
+    "phi": {**BASE},
+    "phi3": {**BASE, "num_key_value_heads": 4},
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_supported_family(family: str, assets: dict[str, Path]) -> None:
+    """Layers resolve, the default trainable projection exists, and layer outputs are exact."""
+    model, tok = load_model(from_config={"model_type": family, **FAMILIES[family]},
+                            tokenizer=str(assets["tokenizer"]))
+    model.eval()
+    chosen = select_trainable(model, [0, 1])
+    assert len({n.rsplit(".", 1)[0] for n in chosen}) == 2  # one projection per layer
+    batch = tok(["virus protein spike", "gene"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = model(**batch, output_hidden_states=True).hidden_states
+        h = layer_output(model, 1, batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(h, states[2])
