@@ -133,9 +133,28 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
             raise RNAError(f"cannot load a causal LM from {name_or_path!r}: {exc}",
                            where="model.name_or_path",
                            fix="pass a Hub id, a folder with config.json and weights, or gguf_file") from None
+        if gguf_file:
+            model = _plain_copy(model, torch_dtype)
     model.config.use_cache = False
     arch.layer_prefix(model)  # fail now, with the supported list, on an unknown layout
     return model, tok
+
+
+def _plain_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The same weights in a fresh model of the same class.
+
+    transformers marks GGUF-loaded models as quantized and refuses ``save_pretrained`` on them,
+    although their weights are already dequantised; a plain copy can be trained and saved.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    for attr in ("quantization_config", "gguf_file"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    fresh.load_state_dict(model.state_dict())
+    return fresh
 
 
 def _matches(relative_name: str, pattern: str) -> bool:
