@@ -9,7 +9,9 @@ Three scorings, all computed from continuation log-likelihoods log p(continuatio
   ``" A"``, ``" B"``, ... (weak for small models, which fall below chance with letters).
 
 Requests are sorted by length and batched with right padding and an attention mask; only the
-continuation positions are read, so padding never enters a score (batched scores equal unbatched
+continuation positions are read (and, where the model accepts ``logits_to_keep``, only the
+positions from the batch's first continuation token on are projected onto the vocabulary), so
+padding never enters a score (batched scores equal unbatched
 ones up to float rounding, which a test checks). Context/continuation are tokenised as in
 lm-evaluation-harness: trailing context whitespace moves into the continuation, the pair is encoded
 whole and the continuation is what follows the encoded context.
@@ -18,6 +20,7 @@ whole and the continuation is what follows the encoded context.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -105,6 +108,7 @@ def continuation_logprobs(model: Any, tokenizer: Any, requests: Sequence[tuple[s
     results: list[tuple[float, int]] = [(math.nan, 0)] * len(encoded)
     device = next(model.parameters()).device
     fill = pad_id(tokenizer)
+    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             batch = order[b:b + batch_size]
@@ -115,11 +119,14 @@ def continuation_logprobs(model: Any, tokenizer: Any, requests: Sequence[tuple[s
                 ids = encoded[i][0]
                 input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
                 mask[row, : len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            # project only the positions that predict continuation tokens onto the vocabulary
+            first = min(len(encoded[i][0]) - len(encoded[i][1]) for i in batch) if keep_arg else 0
+            kwargs = {"logits_to_keep": torch.arange(first, width, device=device)} if keep_arg else {}
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs).logits
             for row, i in enumerate(batch):
                 ids, cont = encoded[i]
                 targets = torch.tensor(cont, dtype=torch.long, device=logits.device)
-                span = logits[row, len(ids) - len(cont): len(ids)].float().log_softmax(-1)
+                span = logits[row, len(ids) - len(cont) - first: len(ids) - first].float().log_softmax(-1)
                 results[i] = (float(span.gather(-1, targets[:, None]).sum()), len(cont))
     return results
 
