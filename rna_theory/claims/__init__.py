@@ -110,6 +110,11 @@ def register_setting(index: int, factory: Callable[[int], _settings.Setting]) ->
 
 
 VERIFIER_MODULES = ("c1", "c2", "c3", "c4", "c5", "c6", "c7")
+#: Settings provided by other packages, imported only when asked for (they need transformers and
+#: a trained model, so they stay out of the default check). The module registers the setting and
+#: its verifiers on import.
+PLUGIN_SETTINGS: dict[int, str] = {4: "rna_train.miniature.theory"}
+DEFAULT_SETTINGS = (1, 2, 3)
 
 
 def _load_verifiers() -> None:
@@ -141,8 +146,17 @@ def run_checks(claims: Iterable[str] | None = None, *, settings: Iterable[int] |
                progress: Callable[[str], None] | None = None) -> list[ClaimResult]:
     """Run the registered verifiers for ``claims`` on ``settings``; rows in registry order."""
     _load_verifiers()
+    allowed = set(settings) if settings is not None else set(DEFAULT_SETTINGS)
+    for index in sorted(allowed - set(_SETTINGS)):
+        if index not in PLUGIN_SETTINGS:
+            raise RNAError(f"unknown setting {index}", where="--settings",
+                           fix=f"choose from {sorted(set(_SETTINGS) | set(PLUGIN_SETTINGS))}")
+        try:
+            importlib.import_module(PLUGIN_SETTINGS[index])
+        except ImportError as exc:
+            raise RNAError(f"setting {index} is unavailable ({exc})", where="--settings",
+                           fix="install rna with its trainer (pip install -e .) or drop this setting") from None
     wanted = list(claims) if claims is not None else sorted(_VERIFIERS)
-    allowed = set(settings) if settings is not None else set(_SETTINGS)
     cache: dict[int, _settings.Setting] = {}
     rows: list[ClaimResult] = []
     for cid in wanted:
