@@ -12,6 +12,10 @@ Conventions (``mask`` is batch x seq with 1 for real tokens, right padding):
 
 Padding never contributes to a value or a gradient. Functions take logits / hidden states, not
 models, so they can be checked by hand on fixed tensors.
+
+Token means divide by the batch's own count unless ``tokens`` / ``pairs`` is given: the trainer
+passes the *global* batch's count divided by the number of micro-batches, so micro-batches and
+processes with sequences of different lengths add up to exactly the global batch's token mean.
 """
 
 from __future__ import annotations
@@ -25,15 +29,16 @@ def _acc(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _count(mask: torch.Tensor) -> torch.Tensor:
-    return mask.sum().clamp_min(1)
+def _count(mask: torch.Tensor, given: float | None = None) -> torch.Tensor | float:
+    return mask.sum().clamp_min(1) if given is None else given
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               tokens: float | None = None) -> torch.Tensor:
     """Mean of ``(pred - target)**2`` over real tokens and hidden units (batch x seq x d inputs)."""
     diff = _acc(pred) - _acc(target)
     sq = diff.pow(2) * mask.to(diff.dtype).unsqueeze(-1)
-    return sq.sum() / (_count(mask) * pred.shape[-1])
+    return sq.sum() / (_count(mask, tokens) * pred.shape[-1])
 
 
 def mean_token_norm(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,25 +71,28 @@ def sequence_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tens
     return -logp.sum(-1), valid.sum(-1)
 
 
-def mean_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Token-mean NLL over the batch's real next tokens."""
+def mean_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
+             pairs: float | None = None) -> torch.Tensor:
+    """Token-mean NLL over the batch's real next tokens (``pairs`` overrides their count)."""
     logp, valid = next_token_logprobs(logits, input_ids, mask)
-    return -logp.sum() / valid.sum().clamp_min(1)
+    return -logp.sum() / (valid.sum().clamp_min(1) if pairs is None else pairs)
 
 
-def kl_ref_theta(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def kl_ref_theta(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor,
+                 tokens: float | None = None) -> torch.Tensor:
     """Mean over real positions of KL(p_ref || p_theta) between next-token distributions."""
     logq = F.log_softmax(_acc(logits), dim=-1)
     logp = F.log_softmax(_acc(ref_logits), dim=-1).to(logq.dtype)
     kl = (logp.exp() * (logp - logq)).sum(-1) * mask.to(logq.dtype)
-    return kl.sum() / _count(mask)
+    return kl.sum() / _count(mask, tokens)
 
 
-def logsoftmax_mse(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def logsoftmax_mse(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor,
+                   tokens: float | None = None) -> torch.Tensor:
     """Mean over real positions and the vocabulary of the squared log-softmax difference."""
     logq = F.log_softmax(_acc(logits), dim=-1)
     diff = logq - F.log_softmax(_acc(ref_logits), dim=-1).to(logq.dtype)
-    return (diff.pow(2).mean(-1) * mask.to(diff.dtype)).sum() / _count(mask)
+    return (diff.pow(2).mean(-1) * mask.to(diff.dtype)).sum() / _count(mask, tokens)
 
 
 def npo_loss(nll: torch.Tensor, ref_nll: torch.Tensor, beta: float) -> torch.Tensor:

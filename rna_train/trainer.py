@@ -28,7 +28,7 @@ from rna_theory.errors import RNAError
 from rna_train import arch, checkpoint, config
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
-from rna_train.methods.base import Setup, StepContext
+from rna_train.methods.base import Counts, Setup, StepContext
 from rna_train.models import frozen_copy, load_model, select_trainable
 from rna_train.rna import RNA, resolve_schedule, step_seed
 
@@ -179,6 +179,12 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _counts(corpus: Corpus, indices: list[int], parts: int) -> Counts:
+    """Token and next-token-pair counts of a global batch, per micro-batch on average."""
+    lengths = [len(corpus.sequences[i]) for i in indices]
+    return Counts(tokens=sum(lengths) / parts, pairs=sum(n - 1 for n in lengths) / parts)
+
+
 def _batch(corpus: Corpus, indices: list[int]) -> dict[str, torch.Tensor]:
     out = corpus.batch(indices)
     out["index"] = torch.tensor(indices, dtype=torch.long)
@@ -274,9 +280,13 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         r_idx = (batch_indices(len(prep.retain), t.batch_size, step, seed=cfg.seed,
                                stream=stream_id("retain:" + prep.retain.name), shuffle=cfg.data.shuffle)
                  if prep.retain is not None else None)
+        parts = procs * t.grad_accum
+        counts = {"forget": _counts(corpus, f_idx, parts)}
+        if prep.retain is not None and r_idx is not None:
+            counts["retain"] = _counts(prep.retain, r_idx, parts)
         ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
                           generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
-                          truncate=truncate)
+                          truncate=truncate, counts=counts)
         sums = _accumulate(accelerator, wrapped, method, ctx, topic,
                            [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
                            [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]

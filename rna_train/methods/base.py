@@ -45,6 +45,14 @@ class Setup:
     tokenizer: Any
 
 
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """Real tokens and real next-token pairs per micro-batch, averaged over the global batch."""
+
+    tokens: float
+    pairs: float
+
+
 @dataclasses.dataclass
 class StepContext:
     """The models and per-step state a loss computation needs.
@@ -60,6 +68,18 @@ class StepContext:
     step: int
     generator: torch.Generator | None = None
     truncate: bool = True
+    #: ``forget`` / ``retain`` -> global-batch counts for token means (empty: each batch's own).
+    counts: dict[str, Counts] = dataclasses.field(default_factory=dict)
+
+    def tokens(self, corpus: str) -> float | None:
+        """Denominator for token means over ``corpus`` (None: the batch's own count)."""
+        c = self.counts.get(corpus)
+        return None if c is None else c.tokens
+
+    def pairs(self, corpus: str) -> float | None:
+        """Denominator for next-token means over ``corpus`` (None: the batch's own count)."""
+        c = self.counts.get(corpus)
+        return None if c is None else c.pairs
 
     def hidden(self, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
         """Updated model's layer-``layer`` output on ``batch`` (with gradients)."""
@@ -180,19 +200,19 @@ def retain_term(ctx: StepContext, batch: dict[str, torch.Tensor], kind: str, lay
             target = ctx.ref_hidden(batch, layer)
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             hidden = ctx.hidden(batch, layer)
-        return losses.masked_mse(hidden, target, mask)
+        return losses.masked_mse(hidden, target, mask, ctx.tokens("retain"))
     if kind in ("kl", "mse"):
         with ctx.rna.perturb("target", ctx._ref(), mask, ctx.step, ctx.generator):
             ref_logits = ctx.ref_logits(batch)
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             logits = ctx.logits(batch)
         if kind == "kl":
-            return losses.kl_ref_theta(logits, ref_logits, mask)
-        return losses.logsoftmax_mse(logits, ref_logits, mask)
+            return losses.kl_ref_theta(logits, ref_logits, mask, ctx.tokens("retain"))
+        return losses.logsoftmax_mse(logits, ref_logits, mask, ctx.tokens("retain"))
     if kind == "nll":
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             logits = ctx.logits(batch)
-        return losses.mean_nll(logits, batch["input_ids"], mask)
+        return losses.mean_nll(logits, batch["input_ids"], mask, ctx.pairs("retain"))
     raise RNAError(f"unknown retain loss {kind!r}", where="method.retain_loss",
                    fix=f"use one of {', '.join(RETAIN_LOSSES)}")
 

@@ -31,5 +31,5 @@ class GA(Method):
     def forget_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor],
                     topic: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Negative token-mean NLL of the forget batch."""
-        nll = losses.mean_nll(ctx.logits(batch), batch["input_ids"], batch["attention_mask"])
+        nll = losses.mean_nll(ctx.logits(batch), batch["input_ids"], batch["attention_mask"], ctx.pairs("forget"))
         return -nll, {"forget_nll": float(nll.detach())}

@@ -52,4 +52,4 @@ class RMU(Method):
         """MSE between the layer-l forget activations and the steering target."""
         hidden = ctx.hidden(batch, self.options.layer)
         target, extra = self.target(ctx, batch, topic, hidden)
-        return losses.masked_mse(hidden, target, batch["attention_mask"]), extra
+        return losses.masked_mse(hidden, target, batch["attention_mask"], ctx.tokens("forget")), extra

@@ -104,12 +104,13 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one(tmp_path: Path, assets: dict[str, Path]) -> None:
-    """Same global batch over 2 CPU processes (DDP, gloo) gives the 1-process weights."""
+    """Same global batch over 2 CPU processes (DDP, gloo) gives the 1-process weights.
+
+    Sequences have different lengths: token means use the global batch's counts.
+    """
     def config(out: Path, name: str) -> Path:
         raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=4, lr=1e-3,
                                  method={"name": "npo", "retain_loss": "kl"})
-        # Equal-length sequences: per-process token means then average exactly like one process.
-        raw["data"].update({"max_length": 8, "min_length": 8})
         path = tmp_path / name
         path.write_text(yaml.safe_dump(raw))
         return path
@@ -143,12 +144,11 @@ def test_progress_and_logging_do_not_print(tmp_path: Path, assets: dict[str, Pat
 
 
 def test_grad_accumulation_matches_one_micro_batch(tmp_path: Path, assets: dict[str, Path]) -> None:
-    """batch 4 as 2 micro-batches of 2 gives the 1 x 4 result (equal-length sequences)."""
+    """batch 4 as 2 micro-batches of 2 gives the 1 x 4 result, with sequences of unequal length."""
     results = []
     for accum in (1, 2):
         raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / f"a{accum}", steps=3, lr=1e-3,
                                  grad_accum=accum, method={"name": "rmu", "alpha": 10.0, "retain_loss": "kl"})
-        raw["data"].update({"max_length": 8, "min_length": 8})
         path = tmp_path / f"a{accum}.yaml"
         path.write_text(yaml.safe_dump(raw))
         train(*load_config(path))
