@@ -538,6 +538,10 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     runs = [load_run(d) for d in run_dirs]
     if not runs:
         raise RNAError("no run directories given", where="report", fix="pass at least one run directory")
+    labels = [r.label for r in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:  # e.g. two RMU runs: tell them apart by directory
+            run.label = f"{run.label} [{run.path.name}]"
     blocks = build_blocks(runs, title)
     out = Path(out_dir)
     figures = out / "figures"

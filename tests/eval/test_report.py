@@ -87,6 +87,14 @@ def test_report_from_eval_output_alone(runs, tmp_path):
     assert "Latent audit" not in md.read_text()
 
 
+def test_duplicate_labels_are_told_apart(runs, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(runs[1], twin)
+    md, _ = write_report([runs[1], twin], tmp_path / "r")
+    text = md.read_text()
+    assert f"rmu +RNA(nu=0.05) [{runs[1].name}]" in text and "rmu +RNA(nu=0.05) [twin]" in text
+
+
 def test_report_needs_run_output(tmp_path):
     with pytest.raises(RNAError, match=r"no eval\.json or audit\.json"):
         write_report([tmp_path], tmp_path / "r")
