@@ -155,6 +155,8 @@ class TrainConfig:
     log_every: int = field(10, min=1, doc="steps between log lines (metrics.jsonl gets every step)")
     progress: bool = field(True, doc="tqdm progress bar")
     save_model: bool = field(True, doc="save_pretrained the final model")
+    dropout: bool = field(False, doc="train with the model's dropout active (default: eval mode, like "
+                          "the reference code, so the retain loss is exactly 0 at the original weights)")
 
 
 @dataclasses.dataclass

@@ -246,7 +246,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
                                   eps=t.eps, weight_decay=t.weight_decay)
     if prep.reference is not None:
         prep.reference.to(accelerator.device)
-    model.train()
+    model.train(t.dropout)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(wrapped)
     start = 0

@@ -118,3 +118,17 @@ def test_padding_gradients_are_zero() -> None:
             + losses.logsoftmax_mse(logits, REF_LOGITS, MASK))
     loss.backward()
     assert torch.all(logits.grad[1, 2] == 0)
+
+
+def test_global_counts_replace_local_ones() -> None:
+    """Given counts (the trainer's global-batch counts per micro-batch) replace the batch's own."""
+    pred, target = torch.ones(2, 3, 2), torch.zeros(2, 3, 2)
+    assert losses.masked_mse(pred, target, MASK, tokens=10.0).item() == pytest.approx(5 * 2 / (10 * 2))
+    sums, _ = _hand_nll()
+    assert losses.mean_nll(LOGITS, IDS, MASK, pairs=7.0).item() == pytest.approx(sum(sums) / 7, rel=1e-6)
+    base = losses.kl_ref_theta(LOGITS, REF_LOGITS, MASK)
+    assert losses.kl_ref_theta(LOGITS, REF_LOGITS, MASK, tokens=10.0).item() == pytest.approx(
+        base.item() * 5 / 10, rel=1e-6)
+    base = losses.logsoftmax_mse(LOGITS, REF_LOGITS, MASK)
+    assert losses.logsoftmax_mse(LOGITS, REF_LOGITS, MASK, tokens=2.5).item() == pytest.approx(
+        base.item() * 5 / 2.5, rel=1e-6)

@@ -72,6 +72,8 @@ def test_method_trains(arch: str, method: str, retain: str, mode: str, assets: d
         assert all(math.isfinite(v) for v in row.values() if isinstance(v, float)), row
         assert ("retain" in row) == (retain != "none")
     assert rows[-1]["forget"] < rows[0]["forget"], "the forget objective did not improve"
+    if mode == "off" and retain in ("rm", "kl", "mse"):  # the first step starts at the reference
+        assert rows[0]["retain"] == pytest.approx(0.0, abs=1e-6)
     trained = set(result.trainable)
     suffix = "mlp.c_proj" if arch == "gpt2" else "mlp.down_proj"
     assert trained and all(suffix in n for n in trained)
