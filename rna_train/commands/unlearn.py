@@ -1,18 +1,24 @@
-"""Unlearn a forget corpus from a causal LM (optionally with RNA), from a YAML config.
+"""Unlearn forget corpora from a causal LM, optionally with RNA, as a YAML config describes.
 
-Examples:
-    rna unlearn --config experiments/configs/zephyr_rmu_rna.yaml train.steps=300 rna.noise=0.02
-    accelerate launch --config_file experiments/accelerate/ddp.yaml -m rna_train.cli unlearn --config C
-    rna unlearn --config C --resume      # continue from the last checkpoint in output_dir
+Config keys, methods, outputs: docs/training.md; method options: `rna methods`.
 """
 
 from __future__ import annotations
 
 import argparse
 
+EXAMPLES = """examples:
+  rna unlearn --config experiments/configs/zephyr_rmu_rna.yaml train.steps=300 rna.noise=0.02
+  rna unlearn --config experiments/configs/tiny_llama_rmu.yaml output_dir=/tmp/tiny
+  rna unlearn --config C --resume     # continue from the last checkpoint in output_dir
+  accelerate launch --config_file experiments/accelerate/ddp.yaml -m rna_train.cli unlearn --config C
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``--config``, ``--resume`` and the ``key=value`` overrides."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXAMPLES
     parser.add_argument("--config", required=True, help="YAML run config")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint in output_dir (same config)")

@@ -91,7 +91,8 @@ class StepContext:
         return self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             use_cache=False).logits
 
-    def _ref(self) -> nn.Module:
+    def require_reference(self) -> nn.Module:
+        """The frozen reference model (an error if the method was built without one)."""
         if self.reference is None:
             raise RuntimeError("this method was built without a reference model")
         return self.reference
@@ -99,13 +100,13 @@ class StepContext:
     @torch.no_grad()
     def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
         """Frozen (original-weights) model's layer-``layer`` output; always given the mask."""
-        ref = self._ref()
+        ref = self.require_reference()
         return layer_output(ref, layer, batch["input_ids"], batch["attention_mask"], truncate=True)
 
     @torch.no_grad()
     def ref_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Frozen (original-weights) model's logits; always given the mask."""
-        return self._ref()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        return self.require_reference()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            use_cache=False).logits
 
 
@@ -196,13 +197,13 @@ def retain_term(ctx: StepContext, batch: dict[str, torch.Tensor], kind: str, lay
     """
     mask = batch["attention_mask"]
     if kind == "rm":
-        with ctx.rna.perturb("target", ctx._ref(), mask, ctx.step, ctx.generator):
+        with ctx.rna.perturb("target", ctx.require_reference(), mask, ctx.step, ctx.generator):
             target = ctx.ref_hidden(batch, layer)
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             hidden = ctx.hidden(batch, layer)
         return losses.masked_mse(hidden, target, mask, ctx.tokens("retain"))
     if kind in ("kl", "mse"):
-        with ctx.rna.perturb("target", ctx._ref(), mask, ctx.step, ctx.generator):
+        with ctx.rna.perturb("target", ctx.require_reference(), mask, ctx.step, ctx.generator):
             ref_logits = ctx.ref_logits(batch)
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             logits = ctx.logits(batch)
