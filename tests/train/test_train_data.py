@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rna_theory.errors import RNAError
 from rna_train.data import batch_indices, collate, load_corpus, read_texts, tokenize
@@ -95,3 +97,13 @@ def test_batch_indices_are_deterministic_epochs() -> None:
     assert first != [batch_indices(n, size, i, seed=2, stream=7) for i in range(5)]
     assert batch_indices(n, size, 1, seed=1, stream=7, shuffle=False) == [4, 5, 6, 7]
     assert torch.tensor(flat).max() < n
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 30), size=st.integers(1, 8), seed=st.integers(0, 10**6))
+def test_every_epoch_is_a_permutation(n: int, size: int, seed: int) -> None:
+    """Consecutive batches walk through each epoch's documents exactly once."""
+    batches = [batch_indices(n, size, i, seed=seed, stream=3) for i in range(2 * n)]
+    flat = [i for b in batches for i in b]
+    for epoch in range(len(flat) // n):
+        assert sorted(flat[epoch * n:(epoch + 1) * n]) == list(range(n))

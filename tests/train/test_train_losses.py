@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rna_train import losses
 
@@ -132,3 +134,33 @@ def test_global_counts_replace_local_ones() -> None:
     base = losses.logsoftmax_mse(LOGITS, REF_LOGITS, MASK)
     assert losses.logsoftmax_mse(LOGITS, REF_LOGITS, MASK, tokens=2.5).item() == pytest.approx(
         base.item() * 5 / 2.5, rel=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 3), seq=st.integers(2, 6), extra=st.integers(1, 4), seed=st.integers(0, 10**6))
+def test_padding_never_changes_a_loss(batch: int, seq: int, extra: int, seed: int) -> None:
+    """Appending padded positions holding arbitrary values leaves every masked loss unchanged."""
+    gen = torch.Generator().manual_seed(seed)
+    vocab, d = 5, 3
+    lengths = torch.randint(1, seq + 1, (batch,), generator=gen)
+    mask = (torch.arange(seq).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    ids = torch.randint(0, vocab, (batch, seq), generator=gen)
+    logits, ref = torch.randn(batch, seq, vocab, generator=gen), torch.randn(batch, seq, vocab, generator=gen)
+    h, t = torch.randn(batch, seq, d, generator=gen), torch.randn(batch, seq, d, generator=gen)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        junk = 100 * torch.randn(x.shape[0], extra, *x.shape[2:], generator=gen)
+        return torch.cat([x, junk.to(x.dtype)], 1)
+
+    pmask = torch.cat([mask, torch.zeros(batch, extra, dtype=torch.long)], 1)
+    pids = torch.cat([ids, torch.randint(0, vocab, (batch, extra), generator=gen)], 1)
+    pairs = [
+        (losses.masked_mse(h, t, mask), losses.masked_mse(pad(h), pad(t), pmask)),
+        (losses.mean_token_norm(h, mask), losses.mean_token_norm(pad(h), pmask)),
+        (losses.mean_nll(logits, ids, mask), losses.mean_nll(pad(logits), pids, pmask)),
+        (losses.kl_ref_theta(logits, ref, mask), losses.kl_ref_theta(pad(logits), pad(ref), pmask)),
+        (losses.logsoftmax_mse(logits, ref, mask), losses.logsoftmax_mse(pad(logits), pad(ref), pmask)),
+        (losses.sequence_nll(logits, ids, mask)[0], losses.sequence_nll(pad(logits), pids, pmask)[0]),
+    ]
+    for clean, padded in pairs:
+        torch.testing.assert_close(padded, clean, rtol=1e-5, atol=1e-6)

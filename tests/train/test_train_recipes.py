@@ -42,6 +42,11 @@ def test_tiny_recipe_runs_through_the_cli(stem: str, tmp_path: Path, monkeypatch
     code = main(["unlearn", "--config", f"experiments/configs/{stem}.yaml", f"output_dir={out}",
                  "train.steps=3", "train.progress=false"])
     assert code == 0 and (out / DONE).exists() and (out / "model" / "config.json").exists()
+    import json
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # linear schedule 0.05 -> 0 over the run's 3 steps (with_total_steps filled from train.steps)
+    assert [r["nu"] for r in rows] == pytest.approx([0.05, 0.05 * 2 / 3, 0.05 / 3])
 
 
 def test_cli_error_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
