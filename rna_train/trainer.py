@@ -262,7 +262,10 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.dump_yaml(cfg, out / "config.yaml")
-        (out / "environment.json").write_text(json.dumps(environment(accelerator), indent=1))
+        resolved = {"trainable": prep.trainable, "rna_layer": prep.rna.layer,
+                    "rna_schedule": dataclasses.asdict(prep.rna.schedule) if prep.rna.schedule else None}
+        (out / "environment.json").write_text(json.dumps({**environment(accelerator), "resolved": resolved},
+                                                         indent=1))
         metrics = _kept_metrics(metrics_path, start)
         metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
     accelerator.wait_for_everyone()

@@ -51,6 +51,9 @@ def test_run_writes_outputs(tmp_path: Path, assets: dict[str, Path]) -> None:
     assert resolved["method"]["steering_coef"] == 6.5 and resolved["train"]["steps"] == 4
     env = json.loads((out / "environment.json").read_text())
     assert {"python", "torch", "transformers", "device", "git_commit"} <= set(env)
+    assert env["resolved"]["rna_schedule"]["nu"] == 0.05 and env["resolved"]["rna_schedule"]["total_steps"] == 4
+    names = env["resolved"]["trainable"]
+    assert names and names == sorted(names)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(out / "model")
