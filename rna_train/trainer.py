@@ -29,7 +29,7 @@ from rna_train import arch, checkpoint, config
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Counts, Setup, StepContext
-from rna_train.models import frozen_copy, load_model, select_trainable
+from rna_train.models import frozen_copy, load_model, load_tokenizer, select_trainable
 from rna_train.rna import RNA, resolve_schedule, step_seed
 
 log = logging.getLogger(__name__)
@@ -85,26 +85,36 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
     ``model_and_tokenizer`` replaces loading from ``cfg.model`` (tests, notebooks).
     """
     method_cls = get_method(cfg.method["name"])
+    m = cfg.model
+    # Cheap checks first (tokenizer, data, noise schedule): a 7B model takes minutes to load.
     if model_and_tokenizer is None:
-        m = cfg.model
-        model, tokenizer = load_model(m.name_or_path, from_config=m.from_config, tokenizer=m.tokenizer,
-                                      gguf_file=m.gguf_file, dtype=m.dtype,
-                                      trust_remote_code=m.trust_remote_code, revision=m.revision,
-                                      seed=cfg.seed, attn_implementation=m.attn_implementation)
+        source = m.tokenizer or m.name_or_path
+        if source is None:
+            raise RNAError("no tokenizer given", where="model.tokenizer",
+                           fix="set model.tokenizer to a tokenizer folder when using model.from_config")
+        tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code, revision=m.revision,
+                                   gguf_file=m.gguf_file if m.tokenizer is None else None)
     else:
-        model, tokenizer = model_and_tokenizer
-    arch.check_layer(model, options.layer, "method.layer")
+        tokenizer = model_and_tokenizer[1]
     forget, retain = _load_data(cfg, tokenizer, method_cls.uses_retain(options))
-    method = method_cls(options, Setup(hidden_size=int(model.config.hidden_size), topics=cfg.data.forget,
-                                       seed=cfg.seed, tokenizer=tokenizer))
-    layers = cfg.model.trainable.layers if cfg.model.trainable.layers is not None else method.default_layers()
-    trainable = select_trainable(model, layers, cfg.model.trainable.patterns)
     rna = RNA(mode=cfg.rna.mode, layer=cfg.rna.layer if cfg.rna.layer is not None else options.layer,
               seed=cfg.seed, rank=rank)
     if cfg.rna.mode != "off":
         schedule = resolve_schedule(cfg.rna.noise, latents=cfg.rna.auto.latents, target=cfg.rna.auto.target,
                                     total_steps=cfg.train.steps)
         rna = dataclasses.replace(rna, schedule=schedule)
+    if model_and_tokenizer is None:
+        model, tokenizer = load_model(m.name_or_path, from_config=m.from_config, tokenizer=m.tokenizer,
+                                      gguf_file=m.gguf_file, dtype=m.dtype,
+                                      trust_remote_code=m.trust_remote_code, revision=m.revision,
+                                      seed=cfg.seed, attn_implementation=m.attn_implementation)
+    else:
+        model = model_and_tokenizer[0]
+    arch.check_layer(model, options.layer, "method.layer")
+    method = method_cls(options, Setup(hidden_size=int(model.config.hidden_size), topics=cfg.data.forget,
+                                       seed=cfg.seed, tokenizer=tokenizer))
+    layers = cfg.model.trainable.layers if cfg.model.trainable.layers is not None else method.default_layers()
+    trainable = select_trainable(model, layers, cfg.model.trainable.patterns)
     method.validate(model, rna)
     reference = frozen_copy(model) if method.needs_reference() else None
     return Prepared(cfg=cfg, method=method, model=model, tokenizer=tokenizer, reference=reference,

@@ -86,6 +86,11 @@ def test_unknown_layout(tmp_path: Path, assets: dict[str, Path]) -> None:
     assert "unknown model layout 'bert'" in err.what and "LAYOUTS" in (err.fix or "")
 
 
+def test_no_tokenizer_for_a_config_model(tmp_path: Path, assets: dict[str, Path]) -> None:
+    err = _fails(tmp_path, assets, [], lambda raw: raw["model"].pop("tokenizer"))
+    assert err.where == "model.tokenizer"
+
+
 def test_no_forget_topic(tmp_path: Path, assets: dict[str, Path]) -> None:
     err = _fails(tmp_path, assets, ["data.forget=[]"])
     assert err.where == "data.forget"
