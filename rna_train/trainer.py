@@ -247,6 +247,14 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         raise RNAError(f"batch_size {t.batch_size} is not divisible by processes x grad_accum "
                        f"= {procs} x {t.grad_accum}", where="train.batch_size",
                        fix="make the global batch a multiple of num_processes * grad_accum")
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded and (t.checkpoint_every or resume):
+        raise RNAError(f"periodic checkpoints and --resume are not supported under {accelerator.distributed_type}"
+                       " yet (parameters and optimizer state are sharded)", where="train.checkpoint_every",
+                       fix="set train.checkpoint_every=0 and run without --resume, or use DDP")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and t.grad_accum != 1:
+        raise RNAError("grad_accum > 1 under DeepSpeed is configured in the DeepSpeed config",
+                       where="train.grad_accum", fix="set train.grad_accum=1 and gradient_accumulation_steps there")
     out = Path(cfg.output_dir)
     _check_output_dir(out, resume, cfg)
     prep = prepare(cfg, options, rank=rank, model_and_tokenizer=model_and_tokenizer)
@@ -334,7 +342,6 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     # get_state_dict gathers sharded weights; the full dict is only needed to save the model.
     state = (accelerator.get_state_dict(wrapped) if t.save_model or sharded
              else checkpoint.trainable_state(unwrapped, prep.trainable))
