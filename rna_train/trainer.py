@@ -111,8 +111,9 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
     else:
         model = model_and_tokenizer[0]
     arch.check_layer(model, options.layer, "method.layer")
-    method = method_cls(options, Setup(hidden_size=int(model.config.hidden_size), topics=cfg.data.forget,
-                                       seed=cfg.seed, tokenizer=tokenizer))
+    hidden_size = int(model.config.get_text_config().hidden_size)  # multimodal wrappers nest it
+    method = method_cls(options, Setup(hidden_size=hidden_size, topics=cfg.data.forget, seed=cfg.seed,
+                                       tokenizer=tokenizer))
     layers = cfg.model.trainable.layers if cfg.model.trainable.layers is not None else method.default_layers()
     trainable = select_trainable(model, layers, cfg.model.trainable.patterns)
     method.validate(model, rna)
