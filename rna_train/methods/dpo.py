@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,6 +37,20 @@ def load_refusals(path: str | None = None) -> list[str]:
     return lines
 
 
+def continuation_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as it is tokenised after other text and a space.
+
+    Tokenising ``" " + text`` alone adds a stray word-boundary token with SentencePiece tokenizers
+    (Llama, Mistral); tokenising it after an anchor and cutting the anchor off is right for both
+    SentencePiece and byte-level BPE.
+    """
+    anchor = tokenizer("Q:", add_special_tokens=False)["input_ids"]
+    full = tokenizer("Q: " + text, add_special_tokens=False)["input_ids"]
+    if full[:len(anchor)] == anchor and len(full) > len(anchor):
+        return list(full[len(anchor):])
+    return list(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+
+
 @dataclasses.dataclass
 class DPOOptions(MethodOptions):
     """DPO options."""
@@ -59,8 +74,7 @@ class DPO(Method):
     def __init__(self, options: DPOOptions, setup: Setup) -> None:
         super().__init__(options, setup)
         tok = setup.tokenizer
-        self.refusal_ids = [tok(" " + r, add_special_tokens=False)["input_ids"]
-                            for r in load_refusals(options.refusals)]
+        self.refusal_ids = [continuation_ids(tok, r) for r in load_refusals(options.refusals)]
         self.pad_id = int(tok.pad_token_id)
 
     def pairs(self, batch: dict[str, torch.Tensor]

@@ -129,3 +129,22 @@ def test_dpo_log_ratio_uses_reference(assets: dict[str, Path], models: dict) -> 
     assert not torch.allclose(margin, buggy), "test is vacuous: reference and current model coincide"
     # Chosen answers are refusals after a prompt cut from the forget text; rejected are the text.
     assert torch.equal(rejected["input_ids"][:, :3], chosen["input_ids"][:, :3])
+
+
+def test_refusal_ids_have_no_stray_boundary_token(assets: dict[str, Path]) -> None:
+    """Refusals are tokenised as a continuation (no lone word-boundary token in front)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from rna_train.methods.dpo import continuation_ids, load_refusals
+    from rna_train.models import load_tokenizer
+
+    tok = load_tokenizer(str(assets["tokenizer"]))
+    assert continuation_ids(tok, "i don't know .") == tok("i don't know .", add_special_tokens=False)["input_ids"]
+    vocab = {w: i for i, w in enumerate(["<unk>", "▁", "▁Q:", "▁I", "▁know."])}
+    sp = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    fast = PreTrainedTokenizerFast(tokenizer_object=sp, unk_token="<unk>")
+    assert fast.convert_ids_to_tokens(continuation_ids(fast, "I know.")) == ["▁I", "▁know."]
+    refusals = load_refusals()
+    assert len(refusals) >= 40 and len(set(refusals)) == len(refusals)
