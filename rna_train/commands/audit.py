@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -154,10 +155,19 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: eta %.4g (%s), unchanged %.3f, perturbed accuracy %.3f", kind,
                  est.get("eta", float("nan")), args.alignment, entry["measured"]["unchanged"]["rate"],
                  entry["measured"]["perturbed_accuracy"]["rate"])
-    shutil.copyfile(args.out / f"latents-{kinds[0]}.npz", args.out / "latents.npz")
+    _alias(args.out / f"latents-{kinds[0]}.npz", args.out / "latents.npz")
     write_json(args.out / "audit.json", payload)
     log.info("wrote %s and %d latent file(s)", args.out / "audit.json", len(kinds))
     return 0
+
+
+def _alias(source: Path, alias: Path) -> None:
+    """Make ``alias`` the same file as ``source`` (hard link, else a copy): latents can be large."""
+    alias.unlink(missing_ok=True)
+    try:
+        os.link(source, alias)
+    except OSError:
+        shutil.copyfile(source, alias)
 
 
 def _tune(margins: Any, eta: float, dim: int, rms: float, target: float) -> dict[str, Any]:

@@ -249,6 +249,7 @@ def _audit_table(runs: Sequence[Run]) -> Block | None:
             pred = (entry.get("predicted") or {}).get("at_nu") or {}
             tuner = entry.get("tuner") or {}
             rows.append([run.label, kind, str(run.audit["layer"]), alignment, _fmt(est.get("eta")),
+                         _fmt(est.get("robust_eta")), _fmt(est.get("top1pct_variance_share")),
                          _fmt(est.get("mean_norm")), _fmt(est.get("effective_rank")),
                          str(est.get("dim", "n/a")),
                          "rejected" if gauss.get("rejected") else ("not rejected" if gauss else "n/a"),
@@ -257,7 +258,8 @@ def _audit_table(runs: Sequence[Run]) -> Block | None:
                          _fmt(tuner.get("recommended_nu"))])
     if not rows:
         return None
-    return Block("table", headers=["run", "keywords", "layer", "alignment", "eta", "|mean shift|",
+    return Block("table", headers=["run", "keywords", "layer", "alignment", "eta", "robust eta (MAD)",
+                                   "top-1% coords variance share", "|mean shift|",
                                    "effective rank", "d", "Gaussianity", "measured unchanged", "nu",
                                    "predicted certified (C6b)", "predicted first-order", "tuner nu (C7)"],
                  rows=rows)
@@ -364,13 +366,22 @@ def _histogram_figure(runs: Sequence[Run]) -> bytes | None:
             diffs = data["perturbed"] - data["clean"]
         centred = (diffs - diffs.mean(axis=0)).ravel()
         eta = float(eta) if eta else float(np.sqrt(np.mean(centred**2)))
-        sns.histplot(centred, bins=60, stat="density", ax=ax, color="tab:blue", alpha=0.6)
+        width = 5 * eta if eta > 0 else float(np.max(np.abs(centred))) or 1.0
+        inside = np.abs(centred) <= width
+        # heavy tails (outlier coordinates) would stretch the bins: histogram +-5 eta, count the rest
+        sns.histplot(centred[inside], bins=60, binrange=(-width, width), stat="count", ax=ax, color="tab:blue",
+                     alpha=0.6, label="measured")
+        for patch in ax.patches:
+            patch.set_height(patch.get_height() / (centred.size * (2 * width / 60)))
+        ax.set_ylabel("density")
+        ax.relim()
+        ax.autoscale_view()
         if eta > 0:
-            grid = np.linspace(-4 * eta, 4 * eta, 200)
+            grid = np.linspace(-width, width, 200)
             ax.plot(grid, stats.norm.pdf(grid, 0, eta), color="tab:red", lw=1.5,
                     label=f"N(0, eta^2), eta={eta:.3g}")
-            ax.set_xlim(-5 * eta, 5 * eta)
-        ax.set_title(f"{label}\n{kind}", fontsize=8)
+        ax.set_xlim(-width, width)
+        ax.set_title(f"{label}\n{kind} ({100 * (1 - inside.mean()):.2g}% beyond 5 eta)", fontsize=8)
         ax.set_xlabel("centred latent difference")
         ax.legend(fontsize=6)
     fig.tight_layout()

@@ -56,6 +56,7 @@ def test_audit_writes_estimates_and_predictions(audit_dir):
         for alignment in ("offset", "last", "mean"):
             est = entry["estimators"][alignment]
             assert est["eta"] > 0 and len(est["spectrum"]) > 0 and est["effective_rank"] > 0
+            assert est["robust_eta"] > 0 and 0 < est["top1pct_variance_share"] <= 1
             assert est["gaussianity"] is not None and "rejected" in est["gaussianity"]
         assert entry["estimators"]["last"]["n"] == 12
         assert 0 <= entry["measured"]["unchanged"]["rate"] <= 1
@@ -95,3 +96,15 @@ def test_audit_rejects_bad_layer(llama_dir, probe_file, tmp_path):
     with pytest.raises(RNAError, match="layer"):
         rna("audit", "--model", str(llama_dir), "--probe", str(probe_file), "--layer", "2",
             "--out", str(tmp_path))
+
+
+def test_tail_summary():
+    from rna_train.eval.audit import tail_summary
+
+    rng = np.random.default_rng(0)
+    gauss = tail_summary(rng.normal(0, 2.0, (4000, 100)))
+    assert gauss["robust_eta"] == pytest.approx(2.0, rel=0.02)
+    assert gauss["top1pct_variance_share"] == pytest.approx(0.01, rel=0.2)
+    spiky = rng.normal(0, 1.0, (4000, 100))
+    spiky[:, 0] *= 100
+    assert tail_summary(spiky)["top1pct_variance_share"] > 0.9
