@@ -2,8 +2,9 @@
 
 A run directory may hold ``eval.json`` + ``predictions.jsonl`` (``rna eval``), ``audit.json`` +
 ``latents-<kind>.npz`` (``rna audit``) and, when it is a training run, the trainer's
-``config.yaml`` (method and RNA noise, used for labels and the nu ablation) and ``metrics.jsonl``
-(loss curves). Only eval or audit output is required.
+``config.yaml`` (method and RNA noise, used for labels and the nu ablation; also looked up in the
+parent folder, for eval/audit folders inside a training run) and ``metrics.jsonl`` (loss curves).
+Only eval or audit output is required.
 
 The report is a list of blocks (headings, paragraphs, tables, figures) rendered twice: Markdown
 with figures as PNG files beside it, and one HTML file with the figures base64-embedded. Every
@@ -99,7 +100,9 @@ def load_run(path: str | Path) -> Run:
     if ev is None and au is None:
         raise RNAError("no eval.json or audit.json in the run directory", where=str(path),
                        fix="run `rna eval --out DIR` or `rna audit --out DIR` first")
-    info = training_info(read_config(path / "config.yaml"))
+    # an eval/audit folder inside a training run takes the run's config.yaml
+    config = next((c for c in (path / "config.yaml", path.parent / "config.yaml") if c.is_file()), None)
+    info = training_info(read_config(config)) if config else training_info({})
     label = (ev or {}).get("label") or run_label(info, path.name)
     return Run(path, str(label), info, ev, au, _read_jsonl(path / "predictions.jsonl"),
                _read_jsonl(path / "metrics.jsonl"))
@@ -543,16 +546,28 @@ def build_blocks(runs: Sequence[Run], title: str) -> list[Block]:
     return blocks
 
 
+def unique_labels(runs: Sequence[Run]) -> None:
+    """Suffix labels shared by several runs with as many trailing path parts as make them unique
+    (e.g. ``rmu [seed-0/eval-retain]`` vs. ``rmu [seed-1/eval-retain]``)."""
+    base = [r.label for r in runs]
+    for depth in range(1, max(len(r.path.resolve().parts) for r in runs) + 1):
+        labels = [
+            f"{b} [{'/'.join(r.path.resolve().parts[-depth:])}]" if base.count(b) > 1 else b
+            for b, r in zip(base, runs, strict=True)
+        ]
+        if len(set(labels)) == len(labels):
+            break
+    for run, label in zip(runs, labels, strict=True):
+        run.label = label
+
+
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
                  title: str = "RNA robustness report") -> tuple[Path, Path]:
     """Write ``report.md`` (+ ``figures/*.png``) and self-contained ``report.html`` to ``out_dir``."""
     runs = [load_run(d) for d in run_dirs]
     if not runs:
         raise RNAError("no run directories given", where="report", fix="pass at least one run directory")
-    labels = [r.label for r in runs]
-    for run in runs:
-        if labels.count(run.label) > 1:  # e.g. two RMU runs: tell them apart by directory
-            run.label = f"{run.label} [{run.path.name}]"
+    unique_labels(runs)
     blocks = build_blocks(runs, title)
     out = Path(out_dir)
     figures = out / "figures"

@@ -95,6 +95,19 @@ def test_duplicate_labels_are_told_apart(runs, tmp_path):
     assert f"rmu +RNA(nu=0.05) [{runs[1].name}]" in text and "rmu +RNA(nu=0.05) [twin]" in text
 
 
+def test_eval_folder_inside_a_training_run_takes_its_config(runs, tmp_path):
+    from rna_train.eval.report import load_run
+
+    for seed in (0, 1):
+        inner = tmp_path / f"seed-{seed}" / "eval-retain"
+        shutil.copytree(runs[1], inner)
+        (inner / "config.yaml").rename(inner.parent / "config.yaml")
+    a, b = (load_run(tmp_path / f"seed-{s}" / "eval-retain") for s in (0, 1))
+    assert a.label == b.label == "rmu +RNA(nu=0.05)" and a.nu == 0.05
+    md, _ = write_report([a.path, b.path], tmp_path / "r")
+    assert "rmu +RNA(nu=0.05) [seed-0/eval-retain]" in md.read_text()
+
+
 def test_report_needs_run_output(tmp_path):
     with pytest.raises(RNAError, match=r"no eval\.json or audit\.json"):
         write_report([tmp_path], tmp_path / "r")
