@@ -1,4 +1,4 @@
-"""Shared helpers for the evaluation tests: run one ``rna`` subcommand in-process."""
+"""Shared helpers for the evaluation tests: the 12-question probe and in-process ``rna`` runs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,35 @@ import argparse
 import importlib
 
 from rna_theory.errors import RNAError
+
+#: The test probe (one question and subject carry HTML tags that reports must escape).
+PROBE = [
+    {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Berlin", "Madrid"],
+     "answer": 0, "subject": "geography"},
+    {"question": "Which planet is known as the red planet?",
+     "choices": ["Venus", "Mars", "Jupiter", "Saturn"], "answer": 1, "subject": "astronomy"},
+    {"question": "Is <script>alert(1)</script> a safe string?", "choices": ["yes", "no"], "answer": 1,
+     "subject": "<b>security</b>"},
+    {"question": "How many legs does a spider have?", "choices": ["six", "ten", "eight", "four"],
+     "answer": 2, "subject": "biology"},
+    {"question": "Which gas do plants absorb from the air?", "choices": ["oxygen", "carbon dioxide",
+     "nitrogen", "helium"], "answer": 1, "subject": "biology"},
+    {"question": "Who wrote the play Hamlet?", "choices": ["Shakespeare", "Dickens", "Austen", "Homer"],
+     "answer": 0, "subject": "literature"},
+    {"question": "What is two plus two?", "choices": ["three", "four", "five", "six"], "answer": 1,
+     "subject": "math"},
+    {"question": "Which ocean is the largest on Earth?", "choices": ["Atlantic", "Indian", "Arctic",
+     "Pacific"], "answer": 3, "subject": "geography"},
+    {"question": "Which metal is liquid at room temperature?", "choices": ["iron", "mercury", "gold",
+     "silver"], "answer": 1, "subject": "chemistry"},
+    {"question": "What do bees make from nectar?", "choices": ["milk", "honey", "silk", "wax"], "answer": 1,
+     "subject": "biology"},
+    {"question": "How many days are in a leap year?", "choices": ["365", "366", "364", "360"], "answer": 1,
+     "subject": "math"},
+    {"question": "Which instrument has black and white keys?", "choices": ["violin", "drum", "piano",
+     "flute"], "answer": 2, "subject": "music"},
+]
+
 
 
 def rna(*argv: str) -> int:
@@ -24,4 +53,4 @@ def rna(*argv: str) -> int:
     return module.run(args)
 
 
-__all__ = ["RNAError", "rna"]
+__all__ = ["PROBE", "RNAError", "rna"]

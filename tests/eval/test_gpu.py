@@ -11,7 +11,7 @@ import logging
 import time
 
 import pytest
-from eval_helpers import rna
+from eval_helpers import PROBE, rna
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -37,8 +37,6 @@ def big_dir(tokenizer_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def big_probe(tmp_path_factory):
-    from conftest import PROBE
-
     path = tmp_path_factory.mktemp("bigprobe") / "probe.jsonl"
     path.write_text("".join(json.dumps(PROBE[i % len(PROBE)]) + "\n" for i in range(64)))
     return path
