@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alignment", default="offset", choices=ALIGNMENTS,
                         help="which paired latents go to the npz files (default offset)")
     parser.add_argument("--max-rows", type=int, default=20000,
-                        help="cap on paired rows per npz (default 20000)")
+                        help="cap on paired rows per alignment, for estimates and npz (default 20000)")
     parser.add_argument("--nu", type=float, default=None,
                         help="RNA noise std the checkpoint was trained with (default: from config.yaml "
                              "next to the model or in --out, else none)")
@@ -128,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
         collected = collect_latents(model, tokenizer, pairs, args.layer, **opts)
         payload.setdefault("dim", collected["dim"])
         payload.setdefault("rms", collected["rms"])
-        estimators = {a: estimate(c, p, args.seed) for a, (c, p) in collected["latents"].items()}
-        clean_z, pert_z = subsample_rows(*collected["latents"][args.alignment], args.max_rows, args.seed)
+        # the estimates use exactly the rows that go to the npz, so `rna tune` reproduces them
+        latents = {a: subsample_rows(c, p, args.max_rows, args.seed) for a, (c, p) in collected["latents"].items()}
+        estimators = {a: estimate(c, p, args.seed) for a, (c, p) in latents.items()}
+        clean_z, pert_z = latents[args.alignment]
         meta = {"model": str(args.model), "layer": args.layer, "keyword_kind": kind, "keywords": spec,
                 "alignment": args.alignment, "seed": args.seed, "mode": args.perturb, "scoring": args.scoring}
         npz = save_latents(args.out / f"latents-{kind}.npz", clean_z, pert_z, margins=margins,

@@ -57,70 +57,84 @@ def align_offsets(clean_ids: Sequence[int], perturbed_ids: Sequence[int]) -> tup
     return prefix, suffix
 
 
-def _hidden_states(model: Any, tokenizer: Any, texts: Sequence[str], layer: int, batch_size: int,
+def _hidden_states(model: Any, tokenizer: Any, texts: Sequence[str], layer: int,
                    max_length: int) -> tuple[list[np.ndarray], list[list[int]]]:
-    """Per text its (tokens x d) float64 states at the output of ``layer`` and its token ids."""
+    """One batch: per text its (tokens x d) states at the output of ``layer`` and its token ids.
+
+    States are float32 (float64 for a float64 model): enough for bf16/fp32 models and half the
+    memory of float64 while whole probes are collected.
+    """
     import torch
 
     from rna_train.models import layer_output
 
     encoded = [list(tokenizer(t)["input_ids"])[-max_length:] for t in texts]
-    states: list[np.ndarray] = [np.empty(0)] * len(texts)
     device = next(model.parameters()).device
-    fill = pad_id(tokenizer)
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(texts), width), pad_id(tokenizer), dtype=torch.long)
+    mask = torch.zeros((len(texts), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
     with torch.inference_mode():
-        for b in range(0, len(texts), batch_size):
-            idx = list(range(b, min(b + batch_size, len(texts))))
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), fill, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                mask[row, : len(encoded[i])] = 1
-            hidden = layer_output(model, layer, input_ids.to(device), mask.to(device))
-            for row, i in enumerate(idx):
-                states[i] = hidden[row, : len(encoded[i])].double().cpu().numpy()
-    return states, encoded
+        hidden = layer_output(model, layer, input_ids.to(device), mask.to(device))
+    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    hidden = hidden.to(dtype).cpu().numpy()
+    return [hidden[row, : len(ids)] for row, ids in enumerate(encoded)], encoded
 
 
 def collect_latents(model: Any, tokenizer: Any, pairs: Sequence[PerturbedQuestion], layer: int, *,
                     batch_size: int = 8, max_length: int | None = None) -> dict[str, Any]:
-    """Paired latents per alignment plus the clean activation RMS and alignment diagnostics."""
+    """Paired latents per alignment (float64), the clean activation RMS and alignment diagnostics.
+
+    Works batch by batch, keeping only the aligned rows, so memory grows with the rows kept rather
+    than with every token state of the probe.
+    """
     from rna_train.arch import check_layer
     from rna_train.eval.scoring import model_max_length
 
     check_layer(model, layer)
     max_length = max_length or model_max_length(model)
-    clean_texts = [answer_context(p.clean.question) for p in pairs]
-    pert_texts = [answer_context(p.perturbed.question) for p in pairs]
-    clean_states, clean_ids = _hidden_states(model, tokenizer, clean_texts, layer, batch_size, max_length)
-    pert_states, pert_ids = _hidden_states(model, tokenizer, pert_texts, layer, batch_size, max_length)
     rows: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {a: ([], []) for a in ALIGNMENTS}
     prefix_diff = 0.0
     n_prefix = n_suffix = 0
     shifts = []
-    for hc, hp, ic, ip in zip(clean_states, pert_states, clean_ids, pert_ids, strict=True):
-        prefix, suffix = align_offsets(ic, ip)
-        if prefix:
-            prefix_diff = max(prefix_diff, float(np.max(np.abs(hc[:prefix] - hp[:prefix]))))
-        n_prefix += prefix
-        n_suffix += suffix
-        shifts.append(len(ip) - len(ic))
-        if suffix:
-            rows["offset"][0].append(hc[len(ic) - suffix:])
-            rows["offset"][1].append(hp[len(ip) - suffix:])
-        rows["last"][0].append(hc[-1:])
-        rows["last"][1].append(hp[-1:])
-        rows["mean"][0].append(hc.mean(axis=0, keepdims=True))
-        rows["mean"][1].append(hp.mean(axis=0, keepdims=True))
+    sum_sq = 0.0
+    n_values = 0
+    dim = 0
+    for b in range(0, len(pairs), batch_size):
+        batch = pairs[b:b + batch_size]
+        clean_states, clean_ids = _hidden_states(model, tokenizer, [answer_context(p.clean.question) for p in batch],
+                                                 layer, max_length)
+        pert_states, pert_ids = _hidden_states(model, tokenizer,
+                                               [answer_context(p.perturbed.question) for p in batch],
+                                               layer, max_length)
+        for hc, hp, ic, ip in zip(clean_states, pert_states, clean_ids, pert_ids, strict=True):
+            prefix, suffix = align_offsets(ic, ip)
+            if prefix:
+                prefix_diff = max(prefix_diff, float(np.max(np.abs(hc[:prefix] - hp[:prefix]))))
+            n_prefix += prefix
+            n_suffix += suffix
+            shifts.append(len(ip) - len(ic))
+            sum_sq += float(np.sum(np.square(hc, dtype=np.float64)))
+            n_values += hc.size
+            dim = hc.shape[1]
+            if suffix:
+                rows["offset"][0].append(hc[len(ic) - suffix:])
+                rows["offset"][1].append(hp[len(ip) - suffix:])
+            rows["last"][0].append(hc[-1:])
+            rows["last"][1].append(hp[-1:])
+            rows["mean"][0].append(hc.mean(axis=0, keepdims=True, dtype=np.float64))
+            rows["mean"][1].append(hp.mean(axis=0, keepdims=True, dtype=np.float64))
     if not rows["offset"][0]:
         raise RNAError("no token after the keyword is shared by clean and perturbed queries", where="audit",
                        fix="use insert/substitute positions before the end of the question")
-    all_clean = np.concatenate(clean_states, axis=0)
+    latents = {a: (np.concatenate(c, axis=0).astype(np.float64), np.concatenate(p, axis=0).astype(np.float64))
+               for a, (c, p) in rows.items()}
     return {
-        "latents": {a: (np.concatenate(c, axis=0), np.concatenate(p, axis=0)) for a, (c, p) in rows.items()},
-        "rms": float(np.sqrt(np.mean(all_clean**2))),
-        "dim": int(all_clean.shape[1]),
+        "latents": latents,
+        "rms": float(np.sqrt(sum_sq / n_values)),
+        "dim": int(dim),
         "alignment_check": {"prefix_tokens": n_prefix, "suffix_tokens": n_suffix,
                             "prefix_max_abs_diff": prefix_diff, "mean_token_shift": float(np.mean(shifts))},
     }

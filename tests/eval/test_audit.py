@@ -108,3 +108,16 @@ def test_tail_summary():
     spiky = rng.normal(0, 1.0, (4000, 100))
     spiky[:, 0] *= 100
     assert tail_summary(spiky)["top1pct_variance_share"] > 0.9
+
+
+def test_max_rows_caps_estimates_and_npz_alike(llama_dir, probe_file, tmp_path):
+    assert rna("audit", "--model", str(llama_dir), "--probe", str(probe_file), "--layer", "0",
+               "--keywords", "cyber", "--max-rows", "20", "--batch-size", "5", "--out", str(tmp_path)) == 0
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    est = audit["keywords"]["cyber"]["estimators"]
+    assert est["offset"]["n"] == 20 and est["last"]["n"] == 12
+    with np.load(tmp_path / "latents-cyber.npz") as data:
+        assert data["clean"].shape == (20, 32)
+        from rna_theory.estimators import assumption1
+
+        assert assumption1(data["clean"], data["perturbed"]).eta == pytest.approx(est["offset"]["eta"])
