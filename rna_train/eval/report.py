@@ -268,6 +268,22 @@ def _audit_table(runs: Sequence[Run]) -> Block | None:
                  rows=rows)
 
 
+def _effect_table(runs: Sequence[Run]) -> Block | None:
+    """Per run and keyword list: clean vs. perturbed accuracy and the drop (C8 (i): forget vs. control)."""
+    rows = []
+    for run in runs:
+        if not run.audit:
+            continue
+        for kind, entry in run.audit["keywords"].items():
+            m = entry["measured"]
+            rows.append([run.label, kind, _rate(m["clean_accuracy"]), _rate(m["perturbed_accuracy"]),
+                         _fmt(m["accuracy_drop"]), _rate(m["unchanged"])])
+    if not rows:
+        return None
+    return Block("table", headers=["run", "keywords", "clean accuracy", "perturbed accuracy", "accuracy drop",
+                                   "unchanged predictions"], rows=rows)
+
+
 def _subject_table(runs: Sequence[Run]) -> Block | None:
     cols, data = [], {}
     for run in runs:
@@ -509,6 +525,12 @@ def build_blocks(runs: Sequence[Run], title: str) -> list[Block]:
                                 "(primary scoring)", png=fig, name="accuracy"))
         if table:
             blocks.append(table)
+    effect = _effect_table(runs)
+    if effect:
+        blocks += [Block("h2", "Keyword effect: forget vs. control (latent-audit probe)"),
+                   Block("p", "A backdoor shows as a larger drop for forget keywords than for the "
+                         "length-matched control words, on the unlearned model but not on the base model."),
+                   effect]
     subjects = _subject_table(runs)
     if subjects:
         blocks += [Block("h2", "Accuracy per subject"), subjects]

@@ -66,7 +66,8 @@ def test_report_markdown_and_html(runs, tmp_path):
     text = md.read_text()
     for heading in ("## Accuracy, clean vs. perturbed", "## Latent audit (Assumption 1, C1)",
                     "## Latent differences vs. the fitted Gaussian", "## Predicted vs. measured robustness",
-                    "## Noise-scale (nu) ablation", "## Training losses", "## Accuracy per subject"):
+                    "## Noise-scale (nu) ablation", "## Training losses", "## Accuracy per subject",
+                    "## Keyword effect: forget vs. control"):
         assert heading in text
     assert "rmu +RNA(nu=0.05)" in text
     assert "<script>" not in text and "&lt;script&gt;" in text and "&lt;b&gt;security&lt;/b&gt;" in text
@@ -125,7 +126,7 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
                          check=True).stdout
     assert "<h1>RNA robustness report</h1>" in dom
-    assert dom.count("<h2>") >= 7 and dom.count("<img ") == 5 and dom.count("<table>") >= 4
+    assert dom.count("<h2>") >= 8 and dom.count("<img ") == 5 and dom.count("<table>") >= 4
     assert "<script" not in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "&lt;b&gt;security&lt;/b&gt;" in dom
     shot = tmp_path / "shot.png"
