@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 MAX_HIST_PANELS = 8
 #: Example perturbed questions shown per run.
 EXAMPLES = 3
+#: metrics.jsonl keys plotted as losses (the trainer's total, forget and retain terms), besides
+#: any key containing "loss".
+LOSS_KEYS = ("loss", "forget", "retain")
 
 
 @dataclasses.dataclass
@@ -490,7 +493,7 @@ def _metrics_figure(runs: Sequence[Run]) -> bytes | None:
     series = []
     for run in runs:
         keys = sorted({k for row in run.metrics for k, v in row.items()
-                       if "loss" in k and isinstance(v, (int, float)) and not isinstance(v, bool)})
+                       if (k in LOSS_KEYS or "loss" in k) and isinstance(v, (int, float)) and not isinstance(v, bool)})
         for key in keys:
             pts = [(row.get("step", i), row[key]) for i, row in enumerate(run.metrics) if key in row]
             series.append((f"{run.label}: {key}", pts))

@@ -31,7 +31,8 @@ def runs(llama_dir, llama2_dir, probe_file, tmp_path_factory) -> list[Path]:
         out = tmp_path_factory.mktemp(f"run{i}")
         if i == 1:
             (out / "config.yaml").write_text("method: {name: rmu}\nrna: {mode: target, noise: 0.05}\n")
-            rows = [{"step": s, "loss": 1.0 / (s + 1), "retain_loss": 0.1} for s in range(5)]
+            rows = [{"step": s + 1, "topic": "bio", "forget": 1.0 / (s + 1), "retain": 0.1, "loss": 1.1,
+                     "lr": 5e-5, "nu": 0.05} for s in range(5)]  # the trainer's metrics.jsonl keys
             (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         else:
             (out / "config.yaml").write_text("method: {name: rmu}\nrna: {mode: 'off'}\n")
