@@ -30,7 +30,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     parser.add_argument("--sample", type=int, default=None,
                         help="use N questions drawn at random (seed --seed) instead of all")
-    parser.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations and --sample (default 0)")
     parser.add_argument("--position", default="random",
                         help="keyword word position: random, start, end or an index (default random)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
