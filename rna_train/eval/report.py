@@ -150,7 +150,8 @@ def render_markdown(blocks: Sequence[Block], figure_dir: str) -> str:
 
 
 _CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto}td,th{border:1px solid #ccc;padding:.25em .6em;"
+        "table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto}"
+        "td,th{border:1px solid #ccc;padding:.25em .6em;"
         "text-align:left}th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}"
         "figcaption{color:#555;font-size:.9em}")
 
