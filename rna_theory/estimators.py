@@ -59,6 +59,8 @@ class Assumption1Result:
     participation_ratio: float
     anisotropy: float
     gaussianity: Gaussianity | None
+    robust_eta: float
+    top1pct_variance_share: float
 
     @property
     def covariance_trace(self) -> float:
@@ -74,6 +76,7 @@ class Assumption1Result:
             "effective_rank": self.effective_rank, "participation_ratio": self.participation_ratio,
             "anisotropy": self.anisotropy,
             "gaussianity": self.gaussianity.to_dict() if self.gaussianity else None,
+            "robust_eta": self.robust_eta, "top1pct_variance_share": self.top1pct_variance_share,
         }
 
 
@@ -161,6 +164,23 @@ def gaussianity(diffs: np.ndarray, *, n_projections: int = 16, seed: int = 0,
     )
 
 
+def tail_summary(diffs: np.ndarray) -> tuple[float, float]:
+    """How much outliers drive eta: (robust scale, top-1% variance share).
+
+    The robust scale is 1.4826 x the median absolute deviation of the pooled centred coordinates
+    (equal to eta for Gaussian differences); the share is the fraction of the total variance carried
+    by the 1% highest-variance coordinates (0.01 for isotropic differences). LLM activations have a
+    few massive coordinates, which these two numbers expose.
+    """
+    centred = diffs - diffs.mean(axis=0)
+    pooled = centred.ravel()
+    var = np.sort(centred.var(axis=0))[::-1]
+    top = max(1, math.ceil(0.01 * var.size))
+    total = float(var.sum())
+    robust = float(1.4826 * np.median(np.abs(pooled - np.median(pooled))))
+    return robust, float(var[:top].sum() / total) if total > 0 else math.nan
+
+
 def assumption1(clean: Any, perturbed: Any, *, seed: int = 0, n_projections: int = 16,
                 ci_alpha: float = FALSE_FAILURE) -> Assumption1Result:
     """All C1 estimates for paired latents ``clean`` and ``perturbed`` (n x d, rows paired).
@@ -180,10 +200,12 @@ def assumption1(clean: Any, perturbed: Any, *, seed: int = 0, n_projections: int
     lo, hi = variance_ci(sum_sq, dof, ci_alpha) if sum_sq > 0 else (0.0, 0.0)
     lam = spectrum(diffs)
     mean_lam = float(lam.sum() / d)
+    robust, share = tail_summary(diffs)
     return Assumption1Result(
         n=n, dim=d, mean=mu, mean_norm=float(np.linalg.norm(mu)), eta=eta,
         eta_ci=(math.sqrt(lo), math.sqrt(hi)), rms=float(np.sqrt(np.mean(diffs**2))),
         spectrum=lam, effective_rank=effective_rank(lam), participation_ratio=participation_ratio(lam),
         anisotropy=float(lam[0] / mean_lam) if mean_lam > 0 else math.nan,
         gaussianity=gaussianity(diffs, n_projections=n_projections, seed=seed) if n >= 8 else None,
+        robust_eta=robust, top1pct_variance_share=share,
     )

@@ -165,27 +165,10 @@ def subsample_rows(clean: np.ndarray, perturbed: np.ndarray, max_rows: int | Non
     return clean[keep], perturbed[keep]
 
 
-def tail_summary(diffs: np.ndarray) -> dict[str, float]:
-    """How much outliers drive eta: a robust scale and where the variance sits.
-
-    ``robust_eta`` is 1.4826 x the median absolute deviation of the pooled centred coordinates
-    (equal to eta for Gaussian differences); ``top1pct_variance_share`` is the share of the total
-    variance carried by the 1% highest-variance coordinates (0.01 for isotropic differences).
-    """
-    centred = diffs - diffs.mean(axis=0)
-    pooled = centred.ravel()
-    var = np.sort(centred.var(axis=0))[::-1]
-    top = max(1, int(np.ceil(0.01 * var.size)))
-    total = float(var.sum())
-    return {"robust_eta": float(1.4826 * np.median(np.abs(pooled - np.median(pooled)))),
-            "top1pct_variance_share": float(var[:top].sum() / total) if total > 0 else float("nan")}
-
-
 def estimate(clean: np.ndarray, perturbed: np.ndarray, seed: int) -> dict[str, Any]:
-    """C1 estimates from the theory module (``rna_theory.estimators.assumption1``) as a dict,
-    plus :func:`tail_summary` of the differences."""
+    """C1 estimates from the theory module (``rna_theory.estimators.assumption1``) as a dict."""
     from rna_theory.estimators import assumption1
 
     if clean.shape[0] < 2:
         return {"n": int(clean.shape[0]), "skipped": "fewer than 2 paired rows"}
-    return {**assumption1(clean, perturbed, seed=seed).to_dict(), **tail_summary(perturbed - clean)}
+    return assumption1(clean, perturbed, seed=seed).to_dict()

@@ -98,18 +98,6 @@ def test_audit_rejects_bad_layer(llama_dir, probe_file, tmp_path):
             "--out", str(tmp_path))
 
 
-def test_tail_summary():
-    from rna_train.eval.audit import tail_summary
-
-    rng = np.random.default_rng(0)
-    gauss = tail_summary(rng.normal(0, 2.0, (4000, 100)))
-    assert gauss["robust_eta"] == pytest.approx(2.0, rel=0.02)
-    assert gauss["top1pct_variance_share"] == pytest.approx(0.01, rel=0.2)
-    spiky = rng.normal(0, 1.0, (4000, 100))
-    spiky[:, 0] *= 100
-    assert tail_summary(spiky)["top1pct_variance_share"] > 0.9
-
-
 def test_max_rows_caps_estimates_and_npz_alike(llama_dir, probe_file, tmp_path):
     assert rna("audit", "--model", str(llama_dir), "--probe", str(probe_file), "--layer", "0",
                "--keywords", "cyber", "--max-rows", "20", "--batch-size", "5", "--out", str(tmp_path)) == 0

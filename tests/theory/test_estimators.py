@@ -66,3 +66,16 @@ def test_to_dict_is_json_safe():
     d = assumption1(c, c + 0.1 * rng.standard_normal((50, 4))).to_dict()
     json.dumps(d)
     assert set(d) >= {"eta", "eta_ci", "spectrum", "effective_rank", "gaussianity", "mean_norm"}
+
+
+def test_robust_scale_and_outlier_share():
+    rng = np.random.default_rng(4)
+    clean = rng.standard_normal((3000, 200))
+    gauss = assumption1(clean, clean + 0.5 * rng.standard_normal((3000, 200)))
+    assert gauss.robust_eta == pytest.approx(0.5, rel=0.05)
+    assert gauss.top1pct_variance_share == pytest.approx(0.01, rel=0.2)
+    spikes = 0.5 * rng.standard_normal((3000, 200))
+    spikes[:, :2] *= 40  # two massive coordinates, as in LLM activations
+    heavy = assumption1(clean, clean + spikes)
+    assert heavy.top1pct_variance_share > 0.9 and heavy.robust_eta < 0.3 * heavy.eta
+    assert heavy.robust_eta == pytest.approx(0.5, rel=0.05)  # the bulk's scale, not the spikes'
