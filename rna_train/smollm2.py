@@ -21,7 +21,14 @@ from typing import Any
 import yaml
 
 from rna_train.assets import require
-from rna_train.miniature.experiment import Probes, Results, evaluate_model, markdown_table, plot_drops
+from rna_train.miniature.experiment import (
+    Probes,
+    Results,
+    evaluate_model,
+    markdown_table,
+    plot_drops,
+    plot_predicted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +141,7 @@ def summarize(out_dir: str | Path, *, title: str = "SmolLM2-135M: unlearning +/-
     table = markdown_table(results)
     (out_dir / "summary.md").write_text(table + "\n")
     plot_drops(results, out_dir / "drops.png")
+    plot_predicted(results, out_dir / "predicted.png")
     first = {r["variant"]: r["seed"] for r in reversed(rows)}
     run_dirs = [d for name, seed in first.items()
                 for d in [*sorted((out_dir / name / f"seed-{seed}").glob("eval-*")),

@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from rna_train.miniature.experiment import Schedule, Variant, markdown_table, plot_drops, run_grid
+from rna_train.miniature.experiment import (
+    Schedule,
+    Variant,
+    markdown_table,
+    plot_drops,
+    plot_predicted,
+    run_grid,
+)
 from rna_train.miniature.pretrain import load_or_pretrain
 
 
@@ -37,6 +44,7 @@ def main() -> int:
                        progress=lambda msg: logging.getLogger("miniature").info("run %s", msg))
     table = markdown_table(results)
     plot_drops(results, out / "drops.png")
+    plot_predicted(results, out / "predicted.png")
     (out / "summary.md").write_text(table + "\n")
     sys.stdout.write(table + f"\n\nwall time {time.perf_counter() - start:.0f} s; outputs in {out}\n")
     return 0

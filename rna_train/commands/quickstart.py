@@ -81,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _miniature(args: argparse.Namespace, seeds: list[int]) -> tuple[str, Path]:
     from rna_train.eval.report import write_report
-    from rna_train.miniature.experiment import Schedule, Variant, markdown_table, plot_drops, run_grid
+    from rna_train.miniature.experiment import (
+        Schedule,
+        Variant,
+        markdown_table,
+        plot_drops,
+        plot_predicted,
+        run_grid,
+    )
     from rna_train.miniature.pretrain import load_or_pretrain
 
     variants = [Variant.parse(v.strip()) for v in args.variants.split(",") if v.strip()]
@@ -94,6 +101,7 @@ def _miniature(args: argparse.Namespace, seeds: list[int]) -> tuple[str, Path]:
     log.info("[3/4] figures")
     table = markdown_table(results)
     plot_drops(results, args.out / "drops.png")
+    plot_predicted(results, args.out / "predicted.png")
     (args.out / "summary.md").write_text("# Miniature world quickstart\n\n" + table + "\n\n![drops](drops.png)\n")
     log.info("[4/4] report")
     first = [args.out / name / f"seed-{seeds[0]}" for name in ["base", *(v.name for v in variants)]]

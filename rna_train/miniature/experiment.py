@@ -328,3 +328,40 @@ def plot_drops(results: Results, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_predicted(results: Results, path: str | Path) -> Path | None:
+    """Predicted (C6 certified, first order) vs measured P(prediction unchanged) under a trigger, per
+    RNA variant (mean over seeds, 95% CI bars on the measurement); None when no run has RNA."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = {n: e for n, e in results.summary().items()
+               if e["rna"] != "off" and e.get("predicted_first_order_trigger")}
+    if not summary:
+        return None
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    for marker, key, label in (("o", "predicted_first_order_trigger", "first order Phi(nu g / eta)"),
+                               ("s", "predicted_certified_trigger", "certified F_chi2(R^2/eta^2)")):
+        xs = [e[key]["mean"] for e in summary.values() if e.get(key)]
+        ys = [e["unchanged_trigger"]["mean"] for e in summary.values() if e.get(key)]
+        err = [[e["unchanged_trigger"]["mean"] - e["unchanged_trigger"]["lo"] for e in summary.values() if e.get(key)],
+               [e["unchanged_trigger"]["hi"] - e["unchanged_trigger"]["mean"] for e in summary.values() if e.get(key)]]
+        ax.errorbar(xs, ys, yerr=err, fmt=marker, capsize=3, label=label)
+        if marker == "o":
+            for name, x, y in zip(summary, xs, ys, strict=True):
+                ax.annotate(name, (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("predicted P(unchanged)")
+    ax.set_ylabel("measured P(unchanged), trigger inserted")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

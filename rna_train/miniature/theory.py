@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 NU = 0.5
 VARIANTS = (Variant("rmu"), Variant("rmu", "target", NU), Variant("rmu", "input", NU),
             Variant("npo"), Variant("npo", "target", NU), Variant("npo", "input", NU))
+#: ``--quick``: one RNA mode per method, 2 seeds, 40 unlearning steps (about a minute after the cache).
+QUICK_VARIANTS = (Variant("rmu"), Variant("rmu", "input", NU), Variant("npo"), Variant("npo", "input", NU))
 
 
 def _no_head(_z: torch.Tensor) -> torch.Tensor:
@@ -53,10 +55,11 @@ class MiniatureSetting(Setting):
         """Run (once per ``quick`` flag) base + VARIANTS over the seeds in a temporary folder."""
         if budget.quick not in self.runs:
             seeds = list(range(self.seed, self.seed + (2 if budget.quick else 3)))
-            schedule = Schedule(steps=80 if budget.quick else 150)
+            schedule = Schedule(steps=40 if budget.quick else Schedule().steps)
             base = load_or_pretrain(progress=False)
+            variants = QUICK_VARIANTS if budget.quick else VARIANTS
             with tempfile.TemporaryDirectory(prefix="rna-setting4-") as tmp:
-                self.runs[budget.quick] = run_grid(base, VARIANTS, seeds, tmp, schedule=schedule,
+                self.runs[budget.quick] = run_grid(base, variants, seeds, tmp, schedule=schedule,
                                                    progress=lambda m: log.info("setting 4: %s", m))
         return self.runs[budget.quick]
 
@@ -113,10 +116,10 @@ def trigger_latents(setting: Setting, budget: Budget) -> list[ClaimResult]:
 def _prediction_rows(claim_id: str, setting: MiniatureSetting, budget: Budget) -> list[ClaimResult]:
     res = setting.results(budget)
     rows: list[ClaimResult] = []
-    for variant in VARIANTS:
-        if variant.rna == "off":
-            continue
+    for variant in dict.fromkeys(VARIANTS + QUICK_VARIANTS):
         runs = _runs(res, variant.name)
+        if variant.rna == "off" or not runs:
+            continue
         key = "predicted_certified_trigger" if claim_id == "C6" else "predicted_first_order_trigger"
         preds = [r[key] for r in runs if r.get(key) is not None]
         if not preds:
@@ -187,10 +190,10 @@ def backdoor(setting: Setting, budget: Budget) -> list[ClaimResult]:
         d = _paired(plain, plain, "drop_trigger", "drop_control")
         rows.append(ClaimResult("C8", 4, f"(i) {method}: trigger drop - control-word drop", 0.0, d["mean"],
                                 (d["lo"], d["hi"]), _verdict(d), f"predicted > 0 (trigger-specific); {note}"))
-        for variant in VARIANTS:
-            if variant.method != method or variant.rna == "off":
-                continue
+        for variant in dict.fromkeys(VARIANTS + QUICK_VARIANTS):
             noisy = _runs(res, variant.name)
+            if variant.method != method or variant.rna == "off" or not noisy:
+                continue
             d = _paired(plain, noisy, "drop_trigger", "drop_trigger")
             cost = _paired(noisy, plain, "retain", "retain")
             forget = _paired(noisy, plain, "forget", "forget")

@@ -1,0 +1,37 @@
+"""Rebuild the docs/img figures and tables of docs/results.md from finished runs' summary.json files.
+
+Usage (repository root): python experiments/make_figures.py [--miniature runs/miniature] [--smollm2 runs/smollm2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rna_train.miniature.experiment import Results, markdown_table, plot_drops, plot_predicted
+
+
+def main() -> int:
+    """Write docs/img/<name>_drops.png and _predicted.png and print each table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--miniature", type=Path, default=Path("runs/miniature"))
+    parser.add_argument("--smollm2", type=Path, default=Path("runs/smollm2"))
+    parser.add_argument("--img", type=Path, default=Path("docs/img"))
+    args = parser.parse_args()
+    for name, folder in (("miniature", args.miniature), ("smollm2", args.smollm2)):
+        path = folder / "summary.json"
+        if not path.is_file():
+            sys.stdout.write(f"{name}: no {path}, skipped\n")
+            continue
+        doc = json.loads(path.read_text())
+        results = Results(doc["runs"], doc["seconds"])
+        plot_drops(results, args.img / f"{name}_drops.png")
+        plot_predicted(results, args.img / f"{name}_predicted.png")
+        sys.stdout.write(f"## {name} ({doc['seconds']:.0f} s)\n\n{markdown_table(results)}\n\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
