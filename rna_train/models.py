@@ -273,3 +273,84 @@ def layer_output(model: nn.Module, layer: int, input_ids: torch.Tensor, attentio
         handle.remove()
     return store[0]
 
+
+
+def original_values(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Detached copies of the named parameters: the frozen reference without a second model.
+
+    Only the trainable tensors ever change, so the original model is the live module with these
+    values swapped in (:func:`forward_with`); for RMU on a 7B model that is 3 matrices instead of
+    a full copy of the weights.
+    """
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone() for n in names}
+
+
+def forward_with(model: nn.Module, values: Mapping[str, torch.Tensor]) -> Callable[..., Any]:
+    """A forward callable of ``model`` with ``values`` in place of the named parameters.
+
+    Uses :func:`torch.func.functional_call`, which substitutes the tensors for the duration of the
+    call without touching the ``Parameter`` objects, so autograd graphs already built on the live
+    weights (the updated model's forward of the same step) stay valid. Module hooks still fire.
+    """
+    def forward(**kwargs: Any) -> Any:
+        return torch.func.functional_call(model, dict(values), args=(), kwargs=kwargs, strict=False)
+
+    return forward
+
+
+def prefix_output(model: nn.Module, layers: int, input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor) -> Any:
+    """The raw output object of decoder layer ``layers - 1`` (no gradient), for :func:`replay_prefix`.
+
+    When nothing below layer ``layers`` is trainable, this output is the same for the updated and
+    the original weights, so it is computed once per batch and shared by every forward.
+    """
+    store: list[Any] = []
+
+    def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
+        store.append(output)
+        raise _Truncate
+
+    handle = arch.decoder_layers(model)[layers - 1].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Truncate:
+        pass
+    finally:
+        handle.remove()
+    return store[0]
+
+
+class _Replay(nn.Module):
+    """Stands in for a decoder layer and returns a precomputed output (see :func:`replay_prefix`)."""
+
+    def __init__(self, output: Any, replaced: nn.Module) -> None:
+        super().__init__()
+        self.output = output
+        if hasattr(replaced, "attention_type"):  # some families pick the layer's mask by this
+            self.attention_type = replaced.attention_type
+
+    def forward(self, *_args: Any, **_kwargs: Any) -> Any:
+        """Ignore the inputs; return the stored output of the replaced stack of layers."""
+        return self.output
+
+
+@contextlib.contextmanager
+def replay_prefix(model: nn.Module, layers: int, output: Any) -> Iterator[None]:
+    """Within the block, decoder layers ``0 .. layers-1`` return ``output`` without computing.
+
+    ``output`` is :func:`prefix_output`'s value for the batch the block's forwards run on; the
+    embedding lookup, masks and position encodings still run (they are cheap), every layer from
+    ``layers`` on computes as usual and hooks on them fire.
+    """
+    stack = arch.decoder_layers(model)
+    saved = [stack[i] for i in range(layers)]
+    try:
+        for i in range(layers):
+            stack[i] = _Replay(output, saved[i])
+        yield
+    finally:
+        for i, module in enumerate(saved):
+            stack[i] = module

@@ -29,7 +29,7 @@ from rna_train import arch, checkpoint, config
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Counts, Setup, StepContext
-from rna_train.models import frozen_copy, load_model, load_tokenizer, select_trainable
+from rna_train.models import frozen_copy, load_model, load_tokenizer, original_values, select_trainable
 from rna_train.rna import RNA, resolve_schedule, step_seed
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class Prepared:
     retain: Corpus | None
     trainable: list[str]
     rna: RNA
+    #: Original values of the trainable parameters when the reference shares the model's weights.
+    originals: dict[str, torch.Tensor] | None = None
 
 
 @dataclasses.dataclass
@@ -79,10 +81,14 @@ def _load_data(cfg: config.RunConfig, tokenizer: Any,
 
 
 def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
-            model_and_tokenizer: tuple[nn.Module, Any] | None = None) -> Prepared:
+            model_and_tokenizer: tuple[nn.Module, Any] | None = None, shared_reference: bool = False,
+            ) -> Prepared:
     """Load and validate everything for a run; raises :class:`RNAError` on any bad input.
 
-    ``model_and_tokenizer`` replaces loading from ``cfg.model`` (tests, notebooks).
+    ``model_and_tokenizer`` replaces loading from ``cfg.model`` (tests, notebooks). With
+    ``shared_reference`` the frozen reference is the model itself with the original values of the
+    trainable parameters swapped in (``Prepared.originals``) instead of a deep copy; distributed
+    wrappers (which own the parameters) need the copy.
     """
     method_cls = get_method(cfg.method["name"])
     m = cfg.model
@@ -117,9 +123,14 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
     layers = cfg.model.trainable.layers if cfg.model.trainable.layers is not None else method.default_layers()
     trainable = select_trainable(model, layers, cfg.model.trainable.patterns)
     method.validate(model, rna)
-    reference = frozen_copy(model) if method.needs_reference() else None
+    reference, originals = None, None
+    if method.needs_reference():
+        if shared_reference:
+            originals = original_values(model, trainable)
+        else:
+            reference = frozen_copy(model)
     return Prepared(cfg=cfg, method=method, model=model, tokenizer=tokenizer, reference=reference,
-                    forget=forget, retain=retain, trainable=trainable, rna=rna)
+                    forget=forget, retain=retain, trainable=trainable, rna=rna, originals=originals)
 
 
 #: Settings a resumed run may change: they do not affect the trained weights.
@@ -258,13 +269,16 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
                        where="train.grad_accum", fix="set train.grad_accum=1 and gradient_accumulation_steps there")
     out = Path(cfg.output_dir)
     _check_output_dir(out, resume, cfg)
-    prep = prepare(cfg, options, rank=rank, model_and_tokenizer=model_and_tokenizer)
+    single = accelerator.distributed_type == DistributedType.NO
+    prep = prepare(cfg, options, rank=rank, model_and_tokenizer=model_and_tokenizer, shared_reference=single)
     model, method = prep.model, prep.method
     params = dict(model.named_parameters())
     optimizer = torch.optim.AdamW([params[n] for n in prep.trainable], lr=t.lr, betas=tuple(t.betas),
                                   eps=t.eps, weight_decay=t.weight_decay)
     if prep.reference is not None:
         prep.reference.to(accelerator.device)
+    originals = ({n: v.to(accelerator.device) for n, v in prep.originals.items()}
+                 if prep.originals is not None else None)
     model.train(t.dropout)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(wrapped)
@@ -289,7 +303,8 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
     accelerator.wait_for_everyone()
 
-    truncate = accelerator.distributed_type == DistributedType.NO
+    truncate = single
+    shared_layers = _shared_layers(prep) if single else 0
     n_topics = len(prep.forget)
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="unlearn",
                disable=not (t.progress and accelerator.is_local_main_process))
@@ -308,7 +323,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
             counts["retain"] = _counts(prep.retain, r_idx, parts)
         ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
                           generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
-                          truncate=truncate, counts=counts)
+                          truncate=truncate, counts=counts, originals=originals, shared_layers=shared_layers)
         sums = _accumulate(accelerator, wrapped, method, ctx, topic,
                            [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
                            [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]
@@ -351,6 +366,19 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     accelerator.wait_for_everyone()
     return TrainResult(model=unwrapped, reference=prep.reference, trainable=prep.trainable, metrics=metrics,
                        output_dir=out)
+
+
+def _shared_layers(prep: Prepared) -> int:
+    """How many leading decoder layers can be computed once per batch and shared.
+
+    Every layer below the first trainable one has the same output for the updated and the
+    original weights, unless RNA edits one of them (its hook must fire in each forward).
+    """
+    prefix = arch.layer_prefix(prep.model)
+    first = min(int(n[len(prefix) + 1:].split(".")[0]) for n in prep.trainable)
+    if prep.rna.active and prep.rna.layer < first:
+        return 0
+    return first
 
 
 def _kept_metrics(path: Path, start: int) -> list[dict[str, Any]]:

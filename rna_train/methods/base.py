@@ -7,6 +7,7 @@ combination ``weight * forget + alpha * retain`` are implemented once here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ from torch import nn
 from rna_theory.errors import RNAError
 from rna_train import arch, losses
 from rna_train.config import TopicConfig, field
-from rna_train.models import layer_output
+from rna_train.models import forward_with, layer_output, prefix_output, replay_prefix
 from rna_train.rna import RNA, step_seed
 
 RETAIN_LOSSES = ("rm", "kl", "mse", "nll", "none")
@@ -70,6 +71,13 @@ class StepContext:
     truncate: bool = True
     #: ``forget`` / ``retain`` -> global-batch counts for token means (empty: each batch's own).
     counts: dict[str, Counts] = dataclasses.field(default_factory=dict)
+    #: Original values of the trainable parameters. With ``reference=None`` the frozen reference
+    #: is ``model`` with these swapped in (no second copy of the weights).
+    originals: dict[str, torch.Tensor] | None = None
+    #: Number of leading decoder layers without trainable parameters whose output is computed once
+    #: per batch (no gradient) and shared by the updated and the reference forwards (0: off).
+    shared_layers: int = 0
+    _prefix: dict[int, tuple[torch.Tensor, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     def tokens(self, corpus: str) -> float | None:
         """Denominator for token means over ``corpus`` (None: the batch's own count)."""
@@ -81,33 +89,69 @@ class StepContext:
         c = self.counts.get(corpus)
         return None if c is None else c.pairs
 
+    def shared_prefix(self, batch: dict[str, torch.Tensor]) -> contextlib.AbstractContextManager[None]:
+        """Context in which ``model``'s first ``shared_layers`` layers replay ``batch``'s cached output.
+
+        The output is computed on first use for a batch (without gradient: nothing below the
+        first trainable layer needs one) and reused by every later forward on the same batch in
+        this step, for the updated and the swapped-in original weights alike.
+        """
+        if not self.shared_layers or not self.truncate:
+            return contextlib.nullcontext()
+        ids = batch["input_ids"]
+        hit = self._prefix.get(id(ids))
+        if hit is None or hit[0] is not ids:
+            hit = (ids, prefix_output(self.model, self.shared_layers, ids, batch["attention_mask"]))
+            self._prefix[id(ids)] = hit
+        return replay_prefix(self.model, self.shared_layers, hit[1])
+
     def hidden(self, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
         """Updated model's layer-``layer`` output on ``batch`` (with gradients)."""
-        return layer_output(self.model, layer, batch["input_ids"], batch["attention_mask"],
-                            forward=self.forward, truncate=self.truncate)
+        with self.shared_prefix(batch):
+            return layer_output(self.model, layer, batch["input_ids"], batch["attention_mask"],
+                                forward=self.forward, truncate=self.truncate)
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Updated model's next-token logits on ``batch``."""
-        return self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            use_cache=False).logits
+        with self.shared_prefix(batch):
+            return self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                use_cache=False).logits
 
     def require_reference(self) -> nn.Module:
-        """The frozen reference model (an error if the method was built without one)."""
-        if self.reference is None:
+        """The module the frozen reference runs on (RNA's target-mode hooks go there).
+
+        A separate frozen copy when there is one, else the updated model itself, run with the
+        original values swapped in.
+        """
+        if self.reference is not None:
+            return self.reference
+        if self.originals is None:
             raise RuntimeError("this method was built without a reference model")
-        return self.reference
+        return self.model
+
+    def _reference_forward(self) -> Callable[..., Any]:
+        if self.reference is not None:
+            return self.reference
+        assert self.originals is not None  # require_reference checked it
+        return forward_with(self.model, self.originals)
 
     @torch.no_grad()
     def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
         """Frozen (original-weights) model's layer-``layer`` output; always given the mask."""
         ref = self.require_reference()
-        return layer_output(ref, layer, batch["input_ids"], batch["attention_mask"], truncate=True)
+        shared = self.shared_prefix(batch) if self.reference is None else contextlib.nullcontext()
+        with shared:
+            return layer_output(ref, layer, batch["input_ids"], batch["attention_mask"],
+                                forward=self._reference_forward(), truncate=True)
 
     @torch.no_grad()
     def ref_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Frozen (original-weights) model's logits; always given the mask."""
-        return self.require_reference()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           use_cache=False).logits
+        self.require_reference()
+        shared = self.shared_prefix(batch) if self.reference is None else contextlib.nullcontext()
+        with shared:
+            return self._reference_forward()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                             use_cache=False).logits
 
 
 class Method:
