@@ -21,6 +21,7 @@ from torch import nn
 
 from rna_theory.errors import RNAError
 from rna_train import arch
+from rna_train.truncated import drop_output_head, truncated_config
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def load_tokenizer(path: str, *, gguf_file: str | None = None, trust_remote_code
 def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any] | None = None,
                tokenizer: str | None = None, gguf_file: str | None = None, dtype: str = "fp32",
                trust_remote_code: bool = False, revision: str | None = None, seed: int = 0,
-               attn_implementation: str | None = None) -> tuple[nn.Module, Any]:
+               attn_implementation: str | None = None, keep_layers: int | None = None,
+               ) -> tuple[nn.Module, Any]:
     """Load ``(model, tokenizer)`` from a Hub id, a local folder, a GGUF file, or a config.
 
     Args:
@@ -83,6 +85,9 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         revision: Hub revision.
         seed: initialisation seed for ``from_config``.
         attn_implementation: forwarded to transformers (e.g. ``eager``, ``sdpa``).
+        keep_layers: load only the embeddings and the first ``keep_layers`` decoder layers of a
+            checkpoint (no untied output head): for losses that never read higher layers
+            (:mod:`rna_train.truncated`).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -128,16 +133,43 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         if revision:
             kwargs["revision"] = revision
         try:
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+            if keep_layers is not None:
+                full = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                                  **({"revision": revision} if revision else {}))
+                kwargs["config"] = truncated_config(full, keep_layers)
+            with _quiet_unexpected_keys(keep_layers is not None):
+                model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
         except (OSError, ValueError) as exc:
             raise RNAError(f"cannot load a causal LM from {name_or_path!r}: {exc}",
                            where="model.name_or_path",
                            fix="pass a Hub id, a folder with config.json and weights, or gguf_file") from None
         if gguf_file:
             model = _plain_copy(model, torch_dtype)
+        if keep_layers is not None:
+            drop_output_head(model)
     model.config.use_cache = False
     arch.layer_prefix(model)  # fail now, with the supported list, on an unknown layout
     return model, tok
+
+
+@contextlib.contextmanager
+def _quiet_unexpected_keys(active: bool) -> Iterator[None]:
+    """Silence transformers' load report while loading a truncated model on purpose.
+
+    It lists every tensor of the skipped upper layers as unexpected; the trainer logs one line
+    saying which layers it loads instead.
+    """
+    if not active:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def _plain_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:

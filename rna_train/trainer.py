@@ -31,6 +31,7 @@ from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Counts, Setup, StepContext
 from rna_train.models import frozen_copy, load_model, load_tokenizer, original_values, select_trainable
 from rna_train.rna import RNA, resolve_schedule, step_seed
+from rna_train.truncated import can_truncate, save_patched
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class Prepared:
     rna: RNA
     #: Original values of the trainable parameters when the reference shares the model's weights.
     originals: dict[str, torch.Tensor] | None = None
+    #: Checkpoint folder the model was loaded from, truncated to the layers the losses read; the
+    #: final model is this checkpoint with the trained tensors replaced.
+    source_checkpoint: Path | None = None
 
 
 @dataclasses.dataclass
@@ -109,11 +113,21 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
         schedule = resolve_schedule(cfg.rna.noise, latents=cfg.rna.auto.latents, target=cfg.rna.auto.target,
                                     total_steps=cfg.train.steps)
         rna = dataclasses.replace(rna, schedule=schedule)
+    keep = None
+    if shared_reference and model_and_tokenizer is None and can_truncate(m.name_or_path, m.gguf_file):
+        top = method_cls.top_layer(options)
+        layers = m.trainable.layers
+        if (top is not None and (layers is None or max(layers, default=0) <= top)
+                and (cfg.rna.layer is None or cfg.rna.layer <= top)):
+            keep = top + 1
+            log.info("loading only the embeddings and layers 0..%d of %s (no loss reads higher layers)",
+                     top, m.name_or_path)
     if model_and_tokenizer is None:
         model, tokenizer = load_model(m.name_or_path, from_config=m.from_config, tokenizer=m.tokenizer,
                                       gguf_file=m.gguf_file, dtype=m.dtype,
                                       trust_remote_code=m.trust_remote_code, revision=m.revision,
-                                      seed=cfg.seed, attn_implementation=m.attn_implementation)
+                                      seed=cfg.seed, attn_implementation=m.attn_implementation,
+                                      keep_layers=keep)
     else:
         model = model_and_tokenizer[0]
     arch.check_layer(model, options.layer, "method.layer")
@@ -130,7 +144,8 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
         else:
             reference = frozen_copy(model)
     return Prepared(cfg=cfg, method=method, model=model, tokenizer=tokenizer, reference=reference,
-                    forget=forget, retain=retain, trainable=trainable, rna=rna, originals=originals)
+                    forget=forget, retain=retain, trainable=trainable, rna=rna, originals=originals,
+                    source_checkpoint=Path(m.name_or_path) if keep is not None and m.name_or_path else None)
 
 
 #: Settings a resumed run may change: they do not affect the trained weights.
@@ -359,7 +374,8 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     bar.close()
     accelerator.wait_for_everyone()
     # get_state_dict gathers sharded weights; the full dict is only needed to save the model.
-    state = (accelerator.get_state_dict(wrapped) if t.save_model or sharded
+    full_save = t.save_model and prep.source_checkpoint is None  # a truncated run patches the checkpoint
+    state = (accelerator.get_state_dict(wrapped) if full_save or sharded
              else checkpoint.trainable_state(unwrapped, prep.trainable))
     if accelerator.is_main_process:
         _finish(out, unwrapped, state, prep, cfg)
@@ -391,7 +407,10 @@ def _kept_metrics(path: Path, start: int) -> list[dict[str, Any]]:
 
 def _finish(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: Prepared,
             cfg: config.RunConfig) -> None:
-    """Save trainable weights, the final model and tokenizer, then write the DONE marker."""
+    """Save trainable weights, the final model and tokenizer, then write the DONE marker.
+
+    A layer-truncated run writes the source checkpoint with the trained tensors replaced.
+    """
     from safetensors.torch import save_file
 
     trained = {n: state[n].detach().to("cpu").contiguous().clone() for n in prep.trainable}
@@ -400,7 +419,10 @@ def _finish(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: P
         tmp = out / ".model.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        if prep.source_checkpoint is not None:
+            save_patched(prep.source_checkpoint, tmp, trained)
+        else:
+            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         prep.tokenizer.save_pretrained(tmp)
         config.dump_yaml(cfg, tmp / "rna_config.yaml")
         final = out / "model"

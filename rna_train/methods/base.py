@@ -162,6 +162,8 @@ class Method:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     #: True when the forget loss itself reads the frozen model (RSV, Adaptive RMU, NPO, DPO).
     forget_uses_reference: ClassVar[bool] = False
+    #: True when the forget loss reads nothing above layer l (RMU, Adaptive RMU, RSV).
+    representation_only: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions, setup: Setup) -> None:
         self.options = options
@@ -171,6 +173,16 @@ class Method:
     def uses_retain(cls, options: MethodOptions) -> bool:
         """Whether the method has a retain term (GA does not)."""
         return options.retain_loss != "none"
+
+    @classmethod
+    def top_layer(cls, options: MethodOptions) -> int | None:
+        """Highest decoder layer any loss reads, or None when the output distribution is needed.
+
+        Layers above it (and the output head) are never computed, so they need not be loaded.
+        """
+        if cls.representation_only and options.retain_loss in ("rm", "none"):
+            return options.layer
+        return None
 
     def needs_reference(self) -> bool:
         """Whether a frozen copy of the original model must be kept."""

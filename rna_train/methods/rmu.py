@@ -31,6 +31,7 @@ class RMU(Method):
     name = "rmu"
     summary = "RMU: forget activations at layer l -> c * u, u uniform-then-normalised"
     Options = RMUOptions
+    representation_only = True
 
     def __init__(self, options: RMUOptions, setup: Setup) -> None:
         super().__init__(options, setup)
