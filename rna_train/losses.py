@@ -41,11 +41,15 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return sq.sum() / (_count(mask, tokens) * pred.shape[-1])
 
 
+def token_norms(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each real token's hidden vector, 0 at padding (batch x seq)."""
+    norms = _acc(hidden).norm(dim=-1)
+    return norms * mask.to(norms.dtype)
+
+
 def mean_token_norm(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean Euclidean norm of the real tokens' hidden vectors (Adaptive RMU's ``||h||``)."""
-    norms = _acc(hidden).norm(dim=-1)
-    norms = norms * mask.to(norms.dtype)
-    return norms.sum() / _count(mask)
+    return token_norms(hidden, mask).sum() / _count(mask)
 
 
 def next_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,

@@ -37,7 +37,13 @@ class AdaptiveRMU(RMU):
     def target(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int,
                hidden: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``beta * ||h_frozen|| * u`` with the norm averaged over the batch's real tokens."""
-        frozen = ctx.ref_hidden(batch, self.options.layer)
-        coef = self.options.beta * losses.mean_token_norm(frozen, batch["attention_mask"])
+        mask = batch["attention_mask"]
+
+        def norm_sums() -> torch.Tensor:
+            frozen = ctx.ref_hidden(batch, self.options.layer)
+            return losses.token_norms(frozen, mask).sum(-1)
+
+        sums = self.reference_values("norm", topic, batch, norm_sums)
+        coef = self.options.beta * sums.sum() / mask.sum().clamp_min(1)
         u = self.directions[topic].to(device=hidden.device, dtype=hidden.dtype)
         return (coef.to(hidden.dtype) * u).expand_as(hidden), {"coef": float(coef)}

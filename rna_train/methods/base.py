@@ -168,6 +168,30 @@ class Method:
     def __init__(self, options: MethodOptions, setup: Setup) -> None:
         self.options = options
         self.setup = setup
+        #: Reuse per-sequence reference values across steps (see :meth:`reference_values`).
+        self.cache_reference = True
+        self._reference_cache: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
+
+    def reference_values(self, key: str, topic: int, batch: dict[str, torch.Tensor],
+                         compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Per-sequence values of the frozen reference (shape: rows of ``batch``), computed once.
+
+        The reference never changes and forget losses see no noise, so a value such as a forget
+        sequence's reference NLL is the same every time the sequence comes back. Values are kept
+        per ``(key, topic, sequence index)``; ``compute`` runs only when a row of ``batch`` has
+        none yet. Batches without an ``index`` entry are never cached.
+        """
+        index = batch.get("index")
+        if not self.cache_reference or index is None:
+            return compute()
+        table = self._reference_cache.setdefault((key, topic), {})
+        rows = [int(i) for i in index.tolist()]
+        if all(i in table for i in rows):
+            return torch.stack([table[i] for i in rows])
+        values = compute().detach()
+        for i, value in zip(rows, values, strict=True):
+            table[i] = value
+        return values
 
     @classmethod
     def uses_retain(cls, options: MethodOptions) -> bool:

@@ -110,7 +110,10 @@ class DPO(Method):
         for key, pair in (("chosen", chosen), ("rejected", rejected)):
             ids, mask, labels = pair["input_ids"], pair["attention_mask"], pair["label_mask"]
             nll, _ = losses.sequence_nll(ctx.logits(pair), ids, mask, labels)
-            ref_nll, _ = losses.sequence_nll(ctx.ref_logits(pair), ids, mask, labels)
+            ref_nll = self.reference_values(
+                key, topic, batch,
+                lambda pair=pair: losses.sequence_nll(ctx.ref_logits(pair), pair["input_ids"],
+                                                      pair["attention_mask"], pair["label_mask"])[0])
             logp[key], logp[f"{key}_ref"] = -nll, -ref_nll
         loss = losses.dpo_loss(logp["chosen"], logp["chosen_ref"], logp["rejected"], logp["rejected_ref"],
                                self.options.beta)

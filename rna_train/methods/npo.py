@@ -39,6 +39,7 @@ class NPO(Method):
         """NPO loss on the forget batch; logs the mean per-token forget NLL."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
         nll, count = losses.sequence_nll(ctx.logits(batch), ids, mask)
-        ref_nll, _ = losses.sequence_nll(ctx.ref_logits(batch), ids, mask)
+        ref_nll = self.reference_values(
+            "nll", topic, batch, lambda: losses.sequence_nll(ctx.ref_logits(batch), ids, mask)[0])
         loss = losses.npo_loss(nll, ref_nll, self.options.beta)
         return loss, {"forget_nll": float(nll.detach().sum() / count.sum().clamp_min(1))}
