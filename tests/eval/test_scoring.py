@@ -112,3 +112,34 @@ def test_intervals():
     assert summary["overall"]["k"] == 3 and summary["by_subject"]["b"]["rate"] == 0.5
     with pytest.raises(RNAError, match="interval"):
         proportion_ci(1, 2, method="bayes")
+
+
+MIXED = [
+    *THREE,
+    Question("Which of these is a primary colour used in painting by most artists today?",
+             ("red", "a very pale and washed out shade of green", "grey"), 0, "art"),
+    Question("Sun?", ("star", "planet", "moon", "comet", "asteroid"), 0, "astro"),
+]
+
+
+@pytest.mark.parametrize("which", ["llama_dir", "gpt2_dir"])
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_shared_prefix_scores_equal_per_choice_scores(which, batch_size, request):
+    """Encoding each question once (KV cache, padded contexts and answers) changes no score."""
+    model, tok = _load(request.getfixturevalue(which))
+    scorings = ["loglik", "loglik_norm", "letter"]
+    shared = score_questions(model, tok, MIXED, scorings, batch_size=batch_size, shared_prefix=True)
+    naive = score_questions(model, tok, MIXED, scorings, batch_size=batch_size, shared_prefix=False)
+    for a, b in zip(shared, naive, strict=True):
+        assert a.n_tokens == b.n_tokens
+        for s in scorings:
+            assert a.scores[s] == pytest.approx(b.scores[s], abs=1e-4, rel=1e-5)
+
+
+def test_shared_prefix_falls_back_when_too_long(llama_dir):
+    """A question longer than max_length is scored per choice (left-truncated), like the naive path."""
+    model, tok = _load(llama_dir)
+    shared = score_questions(model, tok, THREE, ["loglik"], batch_size=4, max_length=30, shared_prefix=True)
+    naive = score_questions(model, tok, THREE, ["loglik"], batch_size=4, max_length=30, shared_prefix=False)
+    for a, b in zip(shared, naive, strict=True):
+        assert a.scores["loglik"] == pytest.approx(b.scores["loglik"], abs=1e-4, rel=1e-5)
