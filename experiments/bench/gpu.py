@@ -1,0 +1,79 @@
+"""The one-shot GPU benchmark: a 7B-shaped bf16 Llama, this trainer vs the reference-style run.
+
+RMU and NPO+KL, each execution in its own fresh process (run in turn: trainer, reference), a
+warm-up step plus ``--steps`` timed steps at batch 4 x 512 tokens, l = 7. Per run: median step
+time, tokens/s, peak ``max_memory_allocated`` and achieved TFLOP/s (FLOPs of one extra step
+counted by ``torch.utils.flop_counter``, divided by the median step time) against the card's
+dense bf16 peak. The JSON is rewritten after every run, so a time-out keeps what finished.
+
+    python experiments/bench/gpu.py [--out DIR] [--steps 3] [--tiny]   # --tiny: CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("bench.gpu")
+
+SEVEN_B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 4096}
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 10, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": 500, "max_position_embeddings": 128}
+#: Dense bf16 peak of the cards this runs on (H100 SXM and H200 share it), TFLOP/s.
+BF16_PEAK_TFLOPS = 989.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the four measurements and write ``bench_gpu.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="tiny model on the CPU (smoke test)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    device = "cpu" if args.tiny else "cuda"
+    base = {"kind": "train", "shape": TINY if args.tiny else SEVEN_B, "layer": 7, "batch": 4,
+            "seq": 32 if args.tiny else 512, "steps": args.steps, "dtype": "bf16", "device": device, "nu": 0.0,
+            "count_flops": True}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, object] = {"shape": base["shape"], "batch": base["batch"], "seq": base["seq"], "layer": 7,
+                                 "dtype": "bf16", "bf16_peak_tflops": BF16_PEAK_TFLOPS, "runs": {}}
+    if device == "cuda":
+        import torch
+
+        result["device"] = torch.cuda.get_device_name(0)
+    runs: dict[str, object] = result["runs"]  # type: ignore[assignment]
+    for method in ("rmu", "npo_kl"):
+        for impl in ("trainer", "reference"):
+            spec = {**base, "method": method, "impl": impl}
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(spec)], text=True,
+                                      capture_output=True, timeout=args.timeout, check=False)
+                lines = proc.stdout.strip().splitlines()
+                entry = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
+                    "error": proc.stderr.strip().splitlines()[-3:]}
+            except subprocess.TimeoutExpired:
+                entry = {"error": f"timed out after {args.timeout} s"}
+            entry["wall_s"] = time.perf_counter() - start
+            if "flops" in entry:
+                entry["tflops_per_s"] = entry["flops"] / entry["step_s"] / 1e12
+                entry["mfu"] = entry["tflops_per_s"] / BF16_PEAK_TFLOPS
+            runs[f"{method}/{impl}"] = entry
+            log.info("%s/%s: %s", method, impl, {k: v for k, v in entry.items() if k != "step_times"})
+            (out / "bench_gpu.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

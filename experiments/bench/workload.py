@@ -1,0 +1,269 @@
+"""One benchmark measurement, run in a fresh process: a few unlearning steps or one scoring pass.
+
+Two executions of the same losses on the same synthetic batches:
+
+* ``trainer``: this project's step (:class:`rna_train.methods.base.StepContext` +
+  ``Method.loss``): for RMU / Adaptive RMU / RSV only the embeddings and layers ``0..l`` exist
+  (what the trainer loads from a checkpoint), the reference is the live model with the 3 original
+  matrices swapped in, layers below the first trainable one run once per batch, forwards stop
+  after layer ``l``;
+* ``reference``: the reference code's execution: the full model plus a deep-copied frozen model,
+  every forward through all layers and the output head, layer outputs read by forward hooks
+  (only the trained matrices require gradients, which favours it).
+
+Memory is the peak over the whole process (weights, optimizer, activations): CUDA
+``max_memory_allocated``, or on CPU the peak RSS (the caller subtracts an idle process's RSS).
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from rna_theory.noise import NoiseSchedule
+from rna_train import arch, losses
+from rna_train.config import TopicConfig
+from rna_train.methods import get_method
+from rna_train.methods.base import Setup, StepContext
+from rna_train.models import edit_layer_output, original_values, select_trainable
+from rna_train.rna import RNA
+
+#: Method name -> (registry name, retain loss). ``npo_kl`` and ``simnpo_kl`` are the paper's PO recipes.
+METHODS: dict[str, tuple[str, str]] = {
+    "rmu": ("rmu", "rm"), "adaptive_rmu": ("adaptive_rmu", "rm"), "rsv": ("rsv", "rm"),
+    "npo_kl": ("npo", "kl"), "simnpo_kl": ("simnpo", "kl"),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def peak_memory(device: str) -> int:
+    """Peak bytes of this process: CUDA allocations, or resident set size on CPU."""
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def build_model(shape: dict[str, Any], layers: int | None, dtype: str, device: str, seed: int = 0) -> nn.Module:
+    """A randomly initialised Llama-architecture model (``layers`` overrides the depth)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(**{**shape, **({"num_hidden_layers": layers} if layers else {})})
+    config.use_cache = False
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+    model.eval()
+    return model
+
+
+def _batches(vocab: int, batch: int, seq: int, count: int, seed: int, device: str) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        ids = torch.randint(4, vocab, (batch, seq), generator=gen)
+        out.append({"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+                    "index": torch.arange(i * batch, (i + 1) * batch)})
+    return out
+
+
+def _hooked_hidden(model: nn.Module, layer: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The reference code's read of layer ``layer``: a forward hook and a full forward."""
+    store: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        store.append(out[0] if isinstance(out, tuple) else out)
+
+    handle = arch.decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        handle.remove()
+    return store[0]
+
+
+def _noise(hidden: torch.Tensor, nu: float, gen: torch.Generator) -> torch.Tensor:
+    return hidden + nu * torch.randn(hidden.shape, generator=gen, device=hidden.device, dtype=hidden.dtype)
+
+
+def reference_loss(kind: str, updated: nn.Module, frozen: nn.Module, forget: dict[str, torch.Tensor],
+                   retain: dict[str, torch.Tensor], *, layer: int, direction: torch.Tensor, nu: float,
+                   gen: torch.Generator) -> torch.Tensor:
+    """The loss the reference code computes, with its data flow (full forwards, two models)."""
+    mask_f, mask_r = forget["attention_mask"], retain["attention_mask"]
+    if kind in ("rmu", "adaptive_rmu", "rsv"):
+        h_f = _hooked_hidden(updated, layer, forget)
+        with torch.no_grad():
+            if kind == "rmu":
+                target = 6.5 * direction
+            else:
+                frozen_f = _hooked_hidden(frozen, layer, forget)
+                target = (frozen_f + 10.0 * direction if kind == "rsv"
+                          else 5.0 * losses.mean_token_norm(frozen_f, mask_f) * direction)
+        forget_loss = losses.masked_mse(h_f, target.to(h_f.dtype).expand_as(h_f), mask_f)
+        h_r = _hooked_hidden(updated, layer, retain)
+        with torch.no_grad():
+            t_r = _hooked_hidden(frozen, layer, retain)
+            if nu:
+                t_r = _noise(t_r, nu, gen)
+        return forget_loss + 1200.0 * losses.masked_mse(h_r, t_r, mask_r)
+    logits_f = updated(input_ids=forget["input_ids"], attention_mask=mask_f).logits
+    nll, count = losses.sequence_nll(logits_f, forget["input_ids"], mask_f)
+    if kind == "npo_kl":
+        with torch.no_grad():
+            ref_nll, _ = losses.sequence_nll(frozen(input_ids=forget["input_ids"], attention_mask=mask_f).logits,
+                                             forget["input_ids"], mask_f)
+        forget_loss = losses.npo_loss(nll, ref_nll, 0.1)
+    else:
+        forget_loss = losses.simnpo_loss(nll, count, 0.1, 0.0)
+    with torch.no_grad():
+        if nu:
+            with edit_layer_output(frozen, layer, lambda h: _noise(h, nu, gen)):
+                ref_r = frozen(input_ids=retain["input_ids"], attention_mask=mask_r).logits
+        else:
+            ref_r = frozen(input_ids=retain["input_ids"], attention_mask=mask_r).logits
+    logits_r = updated(input_ids=retain["input_ids"], attention_mask=mask_r).logits
+    return forget_loss + 50.0 * losses.kl_ref_theta(logits_r, ref_r, mask_r)
+
+
+def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``spec["steps"]`` measured steps (after one warm-up) and return times and peak memory.
+
+    ``spec``: ``impl`` (trainer | reference), ``method`` (a key of :data:`METHODS`), ``shape``
+    (LlamaConfig keys), ``layer``, ``batch``, ``seq``, ``steps``, ``dtype``, ``device``, ``nu``
+    (RNA target-noise std; 0 = off).
+    """
+    device, layer, nu = spec["device"], spec["layer"], float(spec["nu"])
+    name, retain = METHODS[spec["method"]]
+    shape = spec["shape"]
+    steps = int(spec["steps"])
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    representation = retain == "rm"
+    trainable_layers = [layer - 2, layer - 1, layer]
+    build_start = time.perf_counter()
+    truncate = spec["impl"] == "trainer" and representation
+    model = build_model(shape, layer + 1 if truncate else None, spec["dtype"], device)
+    if truncate:
+        from rna_train.truncated import drop_output_head
+
+        drop_output_head(model)
+    names = select_trainable(model, trainable_layers)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.AdamW([params[n] for n in names], lr=1e-5)
+    topics = [TopicConfig(name="bench", path="-")]
+    method_cls = get_method(name)
+    options = method_cls.Options(layer=layer, retain_loss=retain)
+    method = method_cls(options, Setup(hidden_size=shape["hidden_size"], topics=topics, seed=0, tokenizer=None))
+    rna = RNA(mode="target" if nu else "off", layer=layer,
+              schedule=NoiseSchedule(nu=nu) if nu else None, seed=0)
+    frozen = None
+    originals = None
+    if spec["impl"] == "reference":
+        frozen = copy.deepcopy(model)
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+    else:
+        originals = original_values(model, names)
+    build_s = time.perf_counter() - build_start
+    vocab = shape["vocab_size"]
+    forget = _batches(vocab, spec["batch"], spec["seq"], steps + 1, 1, device)
+    retain_b = _batches(vocab, spec["batch"], spec["seq"], steps + 1, 2, device)
+    direction = method.directions[0].to(device) if hasattr(method, "directions") else None
+    gen = torch.Generator(device=device).manual_seed(0)
+    times = []
+    for step in range(steps + 1):
+        f, r = forget[step], retain_b[step]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        if spec["impl"] == "reference":
+            assert frozen is not None
+            loss = reference_loss(spec["method"], model, frozen, f, r, layer=layer, direction=direction,
+                                  nu=nu, gen=gen)
+        else:
+            ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=step,
+                              generator=rna.generator(step, device) if rna.active else None,
+                              originals=originals, shared_layers=min(trainable_layers))
+            loss, _ = method.loss(ctx, f, r, 0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step:
+            times.append(time.perf_counter() - start)
+    flops = None
+    if spec.get("count_flops"):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        f, r = forget[0], retain_b[0]
+        counter = FlopCounterMode(display=False)
+        with counter:
+            if spec["impl"] == "reference":
+                loss = reference_loss(spec["method"], model, frozen, f, r, layer=layer, direction=direction,
+                                      nu=nu, gen=gen)
+            else:
+                ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=0,
+                                  originals=originals, shared_layers=min(trainable_layers))
+                loss, _ = method.loss(ctx, f, r, 0)
+            loss.backward()
+        optimizer.zero_grad(set_to_none=True)
+        flops = counter.get_total_flops()
+    tokens = spec["batch"] * spec["seq"] * 2  # forget + retain tokens per step
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"step_s": statistics.median(times), "step_times": times, "tokens_per_s": tokens / statistics.median(times),
+            "peak_bytes": peak_memory(device), "build_s": build_s, "params": n_params, "flops": flops,
+            "loss": float(loss.detach())}
+
+
+def eval_pass(spec: dict[str, Any]) -> dict[str, Any]:
+    """Score synthetic multiple-choice questions with and without the shared-prefix scorer.
+
+    ``spec``: ``shape``, ``questions``, ``context_words``, ``dtype``, ``device``, ``tokenizer``
+    (folder), ``repeats``. Both scorers run ``repeats`` times alternately; returns their median
+    times, the largest score difference and whether every prediction agrees.
+    """
+    import random
+
+    from transformers import AutoTokenizer
+
+    from rna_train.eval.probes import Question
+    from rna_train.eval.scoring import score_questions
+
+    tok = AutoTokenizer.from_pretrained(spec["tokenizer"])
+    model = build_model(spec["shape"], None, spec["dtype"], spec["device"])
+    words = [w for w in tok.get_vocab() if w.isalpha()]
+    rng = random.Random(0)
+    questions = []
+    for i in range(spec["questions"]):
+        n = spec["context_words"] + rng.randint(-5, 5)
+        choices = tuple(" ".join(rng.choice(words) for _ in range(rng.randint(2, 6))) for _ in range(4))
+        questions.append(Question(" ".join(rng.choice(words) for _ in range(n)), choices, 0, f"q{i}"))
+    timings: dict[str, list[float]] = {"shared": [], "per_choice": []}
+    results = {}
+    for _ in range(spec["repeats"]):
+        for key in ("per_choice", "shared"):
+            start = time.perf_counter()
+            results[key] = score_questions(model, tok, questions, ["loglik"], batch_size=8,
+                                           shared_prefix=key == "shared")
+            timings[key].append(time.perf_counter() - start)
+    diff = max(abs(a - b) for qa, qb in zip(results["shared"], results["per_choice"], strict=True)
+               for a, b in zip(qa.scores["loglik"], qb.scores["loglik"], strict=True))
+    same = all(qa.prediction("loglik") == qb.prediction("loglik")
+               for qa, qb in zip(results["shared"], results["per_choice"], strict=True))
+    return {"shared_s": statistics.median(timings["shared"]), "per_choice_s": statistics.median(timings["per_choice"]),
+            "timings": timings, "max_abs_diff": diff, "same_predictions": same,
+            "questions": spec["questions"], "choices": 4 * spec["questions"]}
+
+
+def idle(spec: dict[str, Any]) -> dict[str, Any]:
+    """Peak RSS of a process that imported torch, transformers and the trainer and did nothing."""
+    import transformers  # noqa: F401  (imported for its memory, as every worker does)
+
+    return {"peak_bytes": peak_memory("cpu")}
