@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 entry = {"error": f"timed out after {args.timeout} s"}
             entry["wall_s"] = time.perf_counter() - start
-            if "flops" in entry:
+            if entry.get("flops"):
                 entry["tflops_per_s"] = entry["flops"] / entry["step_s"] / 1e12
                 entry["mfu"] = entry["tflops_per_s"] / BF16_PEAK_TFLOPS
             runs[f"{method}/{impl}"] = entry
