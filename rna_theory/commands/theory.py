@@ -69,12 +69,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _load_plugins(settings: list[int] | None) -> None:
+    """Import the plugin modules of the chosen settings (they register settings and verifiers)."""
+    import importlib
+
+    from rna_theory.claims import PLUGIN_SETTINGS
+
+    for index in settings or ():
+        if index in PLUGIN_SETTINGS:
+            try:
+                importlib.import_module(PLUGIN_SETTINGS[index])
+            except ImportError as exc:
+                raise RNAError(f"setting {index} is unavailable ({exc})", where="--settings",
+                               fix="install rna with its trainer (pip install -e .) or drop this setting") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the selected verifiers and print a table or the JSON document."""
     from rna_theory.claims import Budget, parse_claims, run_checks
 
-    claims = parse_claims(args.claims)
     chosen = _parse_settings(args.settings)
+    _load_plugins(chosen)  # plugin settings register their claims (setting 4: C8) before parsing
+    claims = parse_claims(args.claims)
     start = time.perf_counter()
     rows = run_checks(claims, settings=chosen, budget=Budget(quick=args.quick, seed=args.seed),
                       progress=lambda msg: log.info("checking %s", msg))

@@ -95,7 +95,8 @@ def _miniature(args: argparse.Namespace, seeds: list[int]) -> tuple[str, Path]:
     log.info("[1/4] world + base model (cache: %s)", args.cache_dir or "default")
     base = load_or_pretrain(cache_dir=args.cache_dir)
     log.info("[2/4] unlearning and evaluating %d variants x %d seeds", len(variants), len(seeds))
-    schedule = Schedule(steps=args.steps or Schedule().steps)
+    # The audit measures clean / trigger / control retain accuracy itself: no separate retain evals.
+    schedule = Schedule(steps=args.steps or Schedule().steps, retain_evals=False)
     results = run_grid(base, variants, seeds, args.out, schedule=schedule,
                        progress=lambda msg: log.info("  run: %s", msg))
     log.info("[3/4] figures")

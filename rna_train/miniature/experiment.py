@@ -97,6 +97,7 @@ class Schedule:
     batch_size: int = 8
     max_length: int = 64
     eval_batch_size: int = 64
+    retain_evals: bool = True
 
 
 def run_config(base: BaseModel, variant: Variant, seed: int, out: Path, schedule: Schedule) -> dict[str, Any]:
@@ -166,6 +167,8 @@ def evaluate_model(model_dir: Path, probes: Probes, out: Path, seed: int, *, lay
 
 def collect_numbers(out: Path) -> dict[str, Any]:
     """The numbers of one evaluated run directory (read back from eval.json / audit.json)."""
+    from rna_train.eval.robustness import predicted_robustness
+
     forget = json.loads((out / "eval-forget" / "eval.json").read_text())
     audit = json.loads((out / "audit" / "audit.json").read_text())
     trig, ctrl = audit["keywords"].values()
@@ -185,6 +188,14 @@ def collect_numbers(out: Path) -> dict[str, Any]:
         at_nu = (entry.get("predicted") or {}).get("at_nu") or {}
         row[f"predicted_certified_{key}"] = at_nu.get("certified")
         row[f"predicted_first_order_{key}"] = at_nu.get("first_order")
+        row[f"eta_last_{key}"] = float(entry["estimators"]["last"].get("eta", math.nan))
+        row[f"predicted_first_order_last_{key}"] = None
+        if at_nu.get("nu"):
+            # The answer is read at the last token: the same first-order prediction with that
+            # position's eta (the offset eta averages over every token after the keyword).
+            margins = np.load(out / "audit" / entry["latents"])["margins"]
+            row[f"predicted_first_order_last_{key}"] = predicted_robustness(
+                margins, row[f"eta_last_{key}"], int(audit["dim"]), float(at_nu["nu"]))["first_order"]
     row["n_questions"] = int(audit["n_questions"])
     row["dim"] = audit.get("dim")
     row["rms"] = audit.get("rms")
@@ -272,7 +283,7 @@ def run_grid(base: BaseModel, variants: Sequence[Variant], seeds: Sequence[int],
         model_dir = base.path if variant is None else unlearn(base, variant, seed, run_dir, schedule)
         lay = int(METHOD_OPTIONS[variant.method]["layer"]) if variant else layer
         numbers = evaluate_model(model_dir, miniature_probes(base), run_dir, seed, layer=lay, label=name,
-                                 batch_size=schedule.eval_batch_size)
+                                 batch_size=schedule.eval_batch_size, retain_evals=schedule.retain_evals)
         runs.append({"variant": name, "method": variant.method if variant else "base",
                      "rna": variant.rna if variant else "off", "nu": variant.nu if variant else 0.0,
                      "seed": seed, "seconds": round(time.perf_counter() - t0, 1), **numbers})
@@ -350,14 +361,12 @@ def plot_predicted(results: Results, path: str | Path) -> Path | None:
         err = [[e["unchanged_trigger"]["mean"] - e["unchanged_trigger"]["lo"] for e in summary.values() if e.get(key)],
                [e["unchanged_trigger"]["hi"] - e["unchanged_trigger"]["mean"] for e in summary.values() if e.get(key)]]
         ax.errorbar(xs, ys, yerr=err, fmt=marker, capsize=3, label=label)
-        if marker == "o":
-            for name, x, y in zip(summary, xs, ys, strict=True):
-                ax.annotate(name, (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("predicted P(unchanged)")
     ax.set_ylabel("measured P(unchanged), trigger inserted")
+    ax.set_title(f"{len(summary)} RNA variants (mean over seeds)", fontsize=9)
     ax.legend(frameon=False, fontsize=8, loc="lower right")
     fig.tight_layout()
     path = Path(path)

@@ -140,6 +140,17 @@ def _prediction_rows(claim_id: str, setting: MiniatureSetting, budget: Budget) -
                       "rule: within 0.1")
         label = "certified bound <= P(unchanged)" if claim_id == "C6" else "first-order prediction"
         rows.append(ClaimResult(claim_id, 4, f"{variant.name}: {label}", predicted, measured, ci, verdict, detail))
+        last = [r["predicted_first_order_last_trigger"] for r in runs
+                if r.get("predicted_first_order_last_trigger") is not None]
+        if claim_id == "C7" and last:
+            pred_last = float(np.mean(last))
+            eta_last = float(np.mean([r["eta_last_trigger"] for r in runs]))
+            rows.append(ClaimResult(
+                "C7", 4, f"{variant.name}: first order, last-token eta", pred_last, measured, ci,
+                "approximate" if abs(pred_last - measured) <= 0.1 else "violated",
+                "same prediction with eta measured at the answer position (last token) instead of the offset "
+                f"alignment's average over all tokens after the keyword (mean eta {eta_last:.3g}); "
+                "rule: within 0.1"))
     return rows
 
 
