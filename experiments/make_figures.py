@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from rna_train.miniature.experiment import Results, markdown_table, plot_drops, plot_predicted
+from rna_train.miniature.experiment import Results, collect_numbers, markdown_table, plot_drops, plot_predicted
 
 
 def main() -> int:
@@ -19,6 +19,8 @@ def main() -> int:
     parser.add_argument("--miniature", type=Path, default=Path("runs/miniature"))
     parser.add_argument("--smollm2", type=Path, default=Path("runs/smollm2"))
     parser.add_argument("--img", type=Path, default=Path("docs/img"))
+    parser.add_argument("--recollect", action="store_true",
+                        help="re-read every run's eval/audit files (after adding fields to collect_numbers)")
     args = parser.parse_args()
     for name, folder in (("miniature", args.miniature), ("smollm2", args.smollm2)):
         path = folder / "summary.json"
@@ -26,6 +28,10 @@ def main() -> int:
             sys.stdout.write(f"{name}: no {path}, skipped\n")
             continue
         doc = json.loads(path.read_text())
+        if args.recollect:
+            doc["runs"] = [{**r, **collect_numbers(folder / r["variant"] / f"seed-{r['seed']}")} for r in doc["runs"]]
+            doc["summary"] = Results(doc["runs"], doc["seconds"]).summary()
+            path.write_text(json.dumps(doc, indent=2) + "\n")
         results = Results(doc["runs"], doc["seconds"])
         plot_drops(results, args.img / f"{name}_drops.png")
         plot_predicted(results, args.img / f"{name}_predicted.png")

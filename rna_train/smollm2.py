@@ -46,6 +46,22 @@ class RealSchedule:
     sample: int = 100
     eval_batch_size: int = 16
     rna_nu: float = 0.1
+    max_chars: int = 300
+
+
+def short_probe(source: Path, target: Path, max_chars: int) -> Path:
+    """The questions of ``source`` whose question plus choices have at most ``max_chars`` characters.
+
+    Why: scoring cost grows with context length and MMLU has questions of several thousand
+    characters; on a CPU we keep the shorter half (the subject mix shifts towards short-question
+    subjects, which results.md states).
+    """
+    from rna_train.eval.probes import load_probe, write_probe
+
+    if not target.is_file():
+        keep = [q for q in load_probe(source) if len(q.question) + sum(len(c) for c in q.choices) <= max_chars]
+        write_probe(keep, target)
+    return target
 
 
 #: Method options per variant family; RNA noise is a fraction of the layer's activation RMS.
@@ -103,7 +119,12 @@ def run_variant(out_dir: str | Path, name: str, seed: int, *, schedule: RealSche
     model = require("smollm2", cache_dir)
     mmlu = require("mmlu", cache_dir)
     wiki = require("wikipedia", cache_dir)
-    probes = Probes(mmlu / "forget.jsonl", mmlu / "retain.jsonl", "bio", "control", sample=schedule.sample)
+    probe_dir = Path(out_dir) / "probes"
+    probes = Probes(short_probe(mmlu / "forget.jsonl", probe_dir / f"forget-{schedule.max_chars}.jsonl",
+                                schedule.max_chars),
+                    short_probe(mmlu / "retain.jsonl", probe_dir / f"retain-{schedule.max_chars}.jsonl",
+                                schedule.max_chars),
+                    "bio", "control", sample=schedule.sample)
     run_dir = Path(out_dir) / name / f"seed-{seed}"
     t0 = time.perf_counter()
     model_dir = model
