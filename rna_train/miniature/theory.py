@@ -174,12 +174,17 @@ def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key_a: str, key_b:
     return mean_ci([r[key_a] - by_seed[r["seed"]][key_b] for r in a if r["seed"] in by_seed])
 
 
-def _verdict(ci: dict[str, float]) -> str:
+#: Smallest accuracy drop (5 points) that C8 (i) calls a backdoor; the paper's is several times larger.
+MIN_BACKDOOR = 0.05
+
+
+def _verdict(ci: dict[str, float], floor: float = 0.0) -> str:
+    """holds: interval above 0; violated: interval below ``floor`` (the effect is absent at that size)."""
     if ci["n"] < 2:
         return "inconclusive"
     if ci["lo"] > 0:
         return "holds"
-    return "violated" if ci["hi"] < 0 else "inconclusive"
+    return "violated" if ci["hi"] < floor else "inconclusive"
 
 
 @claim("C8", settings=(4,))
@@ -196,11 +201,15 @@ def backdoor(setting: Setting, budget: Budget) -> list[ClaimResult]:
         if not plain:
             continue
         d = _paired(plain, base, "drop_trigger", "drop_trigger")
-        rows.append(ClaimResult("C8", 4, f"(i) {method}: trigger drop - base model's trigger drop", 0.0, d["mean"],
-                                (d["lo"], d["hi"]), _verdict(d), f"predicted > 0 (backdoor); {note}"))
+        rule = (f"holds if the interval is above 0, violated if it is below {MIN_BACKDOOR} (no backdoor of "
+                f"{MIN_BACKDOOR:.0%} accuracy or more)")
+        rows.append(ClaimResult("C8", 4, f"(i) {method}: trigger drop - base model's trigger drop", MIN_BACKDOOR,
+                                d["mean"], (d["lo"], d["hi"]), _verdict(d, MIN_BACKDOOR),
+                                f"predicted: a drop (backdoor); {note}; {rule}"))
         d = _paired(plain, plain, "drop_trigger", "drop_control")
-        rows.append(ClaimResult("C8", 4, f"(i) {method}: trigger drop - control-word drop", 0.0, d["mean"],
-                                (d["lo"], d["hi"]), _verdict(d), f"predicted > 0 (trigger-specific); {note}"))
+        rows.append(ClaimResult("C8", 4, f"(i) {method}: trigger drop - control-word drop", MIN_BACKDOOR, d["mean"],
+                                (d["lo"], d["hi"]), _verdict(d, MIN_BACKDOOR),
+                                f"predicted: a trigger-specific drop; {note}; {rule}"))
         for variant in dict.fromkeys(VARIANTS + QUICK_VARIANTS):
             noisy = _runs(res, variant.name)
             if variant.method != method or variant.rna == "off" or not noisy:
