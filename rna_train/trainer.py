@@ -228,6 +228,17 @@ def _batch(corpus: Corpus, indices: list[int]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _split_backward(accelerator: Any) -> bool:
+    """Whether the forget and retain terms are differentiated one after the other.
+
+    It frees the forget graph before the retain forward (lower peak memory). Distributed wrappers
+    synchronise gradients on each backward, so there the total is differentiated once.
+    """
+    from accelerate.utils import DistributedType
+
+    return bool(accelerator.distributed_type == DistributedType.NO)
+
+
 def _accumulate(accelerator: Any, wrapped: nn.Module, method: Method, ctx: StepContext, topic: int,
                 forget: list[dict[str, torch.Tensor]], retain: list[dict[str, torch.Tensor]] | None,
                 ) -> dict[str, float]:
@@ -237,13 +248,17 @@ def _accumulate(accelerator: Any, wrapped: nn.Module, method: Method, ctx: StepC
     """
     sums: dict[str, float] = {}
     n = len(forget)
+    split = _split_backward(accelerator)
     for g in range(n):
         f = _to(forget[g], accelerator.device)
         r = _to(retain[g], accelerator.device) if retain is not None else None
         sync = contextlib.nullcontext() if g == n - 1 else accelerator.no_sync(wrapped)
         with sync, accelerator.autocast():
-            loss, terms = method.loss(ctx, f, r, topic)
-            accelerator.backward(loss / n)
+            if split:
+                _, terms = method.loss(ctx, f, r, topic, backward=lambda term: accelerator.backward(term / n))
+            else:
+                loss, terms = method.loss(ctx, f, r, topic)
+                accelerator.backward(loss / n)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v / n
     return sums

@@ -190,8 +190,9 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
             ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=step,
                               generator=rna.generator(step, device) if rna.active else None,
                               originals=originals, shared_layers=min(trainable_layers))
-            loss, _ = method.loss(ctx, f, r, 0)
-        loss.backward()
+            loss, _ = method.loss(ctx, f, r, 0, backward=torch.Tensor.backward)  # as the trainer does
+        if loss.requires_grad:
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device == "cuda":
@@ -212,8 +213,9 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
                 else:
                     ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=0,
                                       originals=originals, shared_layers=min(trainable_layers))
-                    loss, _ = method.loss(ctx, f, r, 0)
-                loss.backward()
+                    loss, _ = method.loss(ctx, f, r, 0, backward=torch.Tensor.backward)
+                if loss.requires_grad:
+                    loss.backward()
             flops = counter.get_total_flops()
         except AssertionError:  # older torch cannot count grouped-query SDPA: FLOPs derived offline
             flops = None

@@ -245,15 +245,28 @@ class Method:
         return retain_term(ctx, batch, self.options.retain_loss, self.options.layer)
 
     def loss(self, ctx: StepContext, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor] | None,
-             topic: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss ``weight_t * forget + alpha_t * retain`` and every term for the metrics."""
+             topic: int, backward: Callable[[torch.Tensor], None] | None = None,
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss ``weight_t * forget + alpha_t * retain`` and every term for the metrics.
+
+        With ``backward``, each weighted term is passed to it as soon as it is computed (the
+        forget graph is freed before the retain forward runs: peak activation memory is the larger
+        term's, not their sum) and the returned total is detached; the accumulated gradient is the
+        total's. Without it, the caller differentiates the returned total.
+        """
         spec = self.setup.topics[topic]
         forget_value, terms = self.forget_loss(ctx, forget, topic)
         total = spec.weight * forget_value
         terms = {"forget": float(forget_value.detach()), **terms}
+        if backward is not None:
+            backward(total)
+            total = total.detach()
         if retain is not None and self.uses_retain(self.options):
             alpha = self.options.alpha if spec.alpha is None else spec.alpha
             retain_value = self.retain_loss(ctx, retain)
+            if backward is not None:
+                backward(alpha * retain_value)
+                retain_value = retain_value.detach()
             total = total + alpha * retain_value
             terms["retain"] = float(retain_value.detach())
         terms["loss"] = float(total.detach())

@@ -51,6 +51,7 @@ def _run(tmp: Path, assets: dict[str, Path], arch: str, method: str, retain: str
 
             m.setattr(trainer, "prepare", deep_copy)
             m.setattr(trainer, "_shared_layers", lambda _prep: 0)
+            m.setattr(trainer, "_split_backward", lambda _acc: False)
         return trainer.train(cfg, options, model_and_tokenizer=(model, tok))
 
 
