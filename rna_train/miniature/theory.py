@@ -55,7 +55,7 @@ class MiniatureSetting(Setting):
         """Run (once per ``quick`` flag) base + VARIANTS over the seeds in a temporary folder."""
         if budget.quick not in self.runs:
             seeds = list(range(self.seed, self.seed + (2 if budget.quick else 3)))
-            schedule = Schedule(steps=40 if budget.quick else Schedule().steps)
+            schedule = Schedule(steps=40 if budget.quick else Schedule().steps, retain_evals=False)
             base = load_or_pretrain(progress=False)
             variants = QUICK_VARIANTS if budget.quick else VARIANTS
             with tempfile.TemporaryDirectory(prefix="rna-setting4-") as tmp:
