@@ -68,6 +68,9 @@ def short_probe(source: Path, target: Path, max_chars: int) -> Path:
 METHODS: dict[str, dict[str, Any]] = {
     "rmu": {"method": {"name": "rmu", "layer": LAYER, "alpha": 100.0, "steering_coef": 300.0}, "lr": 1e-3},
     "npo": {"method": {"name": "npo", "layer": LAYER, "alpha": 5.0, "beta": 0.1, "retain_loss": "kl"}, "lr": 1e-4},
+    # Added after rmu's forget loss did not move in 24 steps: a reachable target, 10x the lr, 40 steps.
+    "rmu_strong": {"method": {"name": "rmu", "layer": LAYER, "alpha": 100.0, "steering_coef": 100.0}, "lr": 1e-2,
+                   "steps": 40},
 }
 
 
@@ -92,7 +95,7 @@ def run_config(model: Path, wiki: Path, method: str, rna: str, seed: int, out: P
                  "max_length": schedule.max_length, "min_length": 16},
         "method": dict(spec["method"]),
         "rna": {"mode": rna, "noise": {"nu": schedule.rna_nu, "relative_to": "rms"} if rna != "off" else 0.0},
-        "train": {"steps": schedule.steps, "batch_size": schedule.batch_size, "lr": spec["lr"],
+        "train": {"steps": spec.get("steps", schedule.steps), "batch_size": schedule.batch_size, "lr": spec["lr"],
                   "checkpoint_every": 0, "log_every": max(1, schedule.steps // 6), "progress": True},
     }
 
