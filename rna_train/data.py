@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,28 @@ def _field(record: Any, field: str, where: str) -> str:
     return value
 
 
+_UTF8_FIX = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+
+
+def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a file, decoding each line as UTF-8; bad bytes name ``file:line``."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RNAError(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)",
+                               where=f"{path}:{lineno}", fix=_UTF8_FIX) from None
+
+
+def utf8_text(path: Path) -> str:
+    """The whole file decoded as UTF-8, with an RNAError (not a traceback) on bad bytes."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RNAError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path), fix=_UTF8_FIX) from None
+
+
 def read_texts(path: str | Path, text_field: str = "text", *, fmt: str = "auto",
                split: str | None = None) -> list[str]:
     """Read the documents of one file or saved dataset as strings.
@@ -69,21 +91,20 @@ def read_texts(path: str | Path, text_field: str = "text", *, fmt: str = "auto",
     kind = _format_of(path, fmt)
     if kind == "jsonl":
         texts = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RNAError(f"malformed JSON ({exc.msg} at column {exc.colno})", where=where,
-                                   fix="write one valid JSON object per line") from None
-                texts.append(_field(record, text_field, where))
+        for lineno, line in utf8_lines(path):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RNAError(f"malformed JSON ({exc.msg} at column {exc.colno})", where=where,
+                               fix="write one valid JSON object per line") from None
+            texts.append(_field(record, text_field, where))
         return texts
     if kind == "json":
         try:
-            records = json.loads(path.read_text(encoding="utf-8"))
+            records = json.loads(utf8_text(path))
         except json.JSONDecodeError as exc:
             raise RNAError(f"malformed JSON ({exc.msg})", where=f"{path}:{exc.lineno}",
                            fix="write a JSON list of objects (or use .jsonl)") from None
@@ -92,7 +113,7 @@ def read_texts(path: str | Path, text_field: str = "text", *, fmt: str = "auto",
                            fix="wrap the records in [...]")
         return [_field(r, text_field, f"{path}[{i}]") for i, r in enumerate(records)]
     if kind == "text":
-        return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.rstrip("\n") for line in utf8_text(path).splitlines() if line.strip()]
     if kind == "parquet":
         import pyarrow.parquet as pq
 

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from rna_theory.errors import RNAError
+from rna_train.data import utf8_text
 
 #: Shipped list names -> package data files (``forget`` is the union of bio and cyber).
 BUILTIN: dict[str, tuple[str, ...]] = {
@@ -57,7 +58,7 @@ def resolve_keywords(spec: str) -> tuple[str, list[str]]:
     if not path.is_file():
         raise RNAError(f"{spec!r} is neither a keyword list name nor a file", where="keywords",
                        fix=f"use one of {', '.join(BUILTIN)} or the path of a keyword file")
-    return path.stem, parse_keywords(path.read_text(encoding="utf-8"), str(path))
+    return path.stem, parse_keywords(utf8_text(path), str(path))
 
 
 def approx_tokens(word: str) -> int:

