@@ -52,10 +52,36 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]
 
 def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
          names: list[str], extra: dict[str, Any], keep: int) -> Path:
-    """Write checkpoint ``step`` under ``directory`` atomically and prune to the newest ``keep``."""
+    """Write checkpoint ``step`` under ``directory`` atomically and prune to the newest ``keep``.
+
+    Files are written into a hidden temporary folder, fsynced (files and folder), then renamed, so
+    a folder with the final name is always complete. If writing fails (e.g. the disk is full), the
+    temporary folder is removed and the previous checkpoints are left untouched.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:07d}"
     tmp = directory / f".step-{step:07d}.tmp"
+    try:
+        _write(tmp, step, model, optimizer, names, extra)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = list_checkpoints(directory)
+        raise RNAError(f"could not write checkpoint step {step} ({exc.strerror or exc})", where=str(directory),
+                       fix="free disk space (or point output_dir elsewhere) and rerun with --resume; "
+                           + (f"the previous checkpoint {previous[-1]} is intact" if previous
+                              else "no earlier checkpoint exists")) from exc
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old)
+    log.info("checkpoint saved: %s", final)
+    return final
+
+
+def _write(tmp: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str],
+           extra: dict[str, Any]) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -66,13 +92,16 @@ def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Op
     for f in tmp.iterdir():
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in list_checkpoints(directory)[:-keep]:
-        shutil.rmtree(old)
-    log.info("checkpoint saved: %s", final)
-    return final
+    _fsync_dir(tmp)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a folder's entries (the rename) on POSIX file systems."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def list_checkpoints(directory: Path) -> list[Path]:

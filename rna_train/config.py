@@ -157,6 +157,10 @@ class TrainConfig:
     save_model: bool = field(True, doc="save_pretrained the final model")
     dropout: bool = field(False, doc="train with the model's dropout active (default: eval mode, like "
                           "the reference code, so the retain loss is exactly 0 at the original weights)")
+    nonfinite: str = field("stop", choices=("stop", "skip"),
+                           doc="on a NaN/Inf loss term or gradient: stop the run (keeping the last good "
+                               "checkpoint, saving no model), or skip the step (no update)")
+    max_skipped_steps: int = field(10, min=0, doc="with nonfinite: skip, stop once more steps than this were skipped")
 
 
 @dataclasses.dataclass

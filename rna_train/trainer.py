@@ -14,10 +14,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +266,40 @@ def _accumulate(accelerator: Any, wrapped: nn.Module, method: Method, ctx: StepC
     return sums
 
 
+@contextlib.contextmanager
+def _out_of_memory_advice(cfg: config.RunConfig, step: int) -> Iterator[None]:
+    """Turn an out-of-memory error in a training step into advice naming the settings to lower."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        t = cfg.train
+        raise RNAError(
+            f"out of memory at step {step + 1} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})",
+            where="train",
+            fix=f"lower train.batch_size (now {t.batch_size}) or raise train.grad_accum (now {t.grad_accum}), "
+                f"lower data.max_length (now {cfg.data.max_length}), use model.dtype=bf16 or "
+                f"train.mixed_precision=bf16, or move method.layer down (RM methods load only layers <= l); "
+                "resume with --resume") from exc
+
+
+def _nonfinite(terms: dict[str, float], trainable: list[nn.Parameter], accelerator: Any) -> str | None:
+    """Name of the first non-finite loss term, or of a parameter with a non-finite gradient.
+
+    The flag is reduced over processes (max), so every process takes the same decision.
+    """
+    bad_term = next((k for k in sorted(terms) if not math.isfinite(terms[k])), None)
+    bad_grad = next((i for i, p in enumerate(trainable)
+                     if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
+    flag = torch.tensor([0.0 if bad_term is None and bad_grad is None else 1.0], device=accelerator.device)
+    if float(accelerator.reduce(flag, reduction="sum")) == 0.0:
+        return None
+    if bad_term is not None:
+        return f"loss term {bad_term!r} ({terms[bad_term]})"
+    if bad_grad is not None:
+        return f"gradient of trainable parameter #{bad_grad}"
+    return "loss or gradient on another process"
+
+
 def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False,
           model_and_tokenizer: tuple[nn.Module, Any] | None = None) -> TrainResult:
     """Run (or resume) an unlearning run and save its outputs under ``cfg.output_dir``.
@@ -336,6 +372,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     truncate = single
     shared_layers = _shared_layers(prep) if single else 0
     n_topics = len(prep.forget)
+    skipped = 0
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="unlearn",
                disable=not (t.progress and accelerator.is_local_main_process))
     for step in bar:
@@ -354,10 +391,25 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
                           generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
                           truncate=truncate, counts=counts, originals=originals, shared_layers=shared_layers)
-        sums = _accumulate(accelerator, wrapped, method, ctx, topic,
-                           [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
-                           [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]
-                           if prep.retain is not None and r_idx is not None else None)
+        with _out_of_memory_advice(cfg, step):
+            sums = _accumulate(accelerator, wrapped, method, ctx, topic,
+                               [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
+                               [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]
+                               if prep.retain is not None and r_idx is not None else None)
+        bad = _nonfinite(sums, [params[n] for n in prep.trainable], accelerator)
+        if bad is not None:
+            skipped += 1
+            what = (f"non-finite {bad} at step {step + 1} of method {cfg.method['name']!r}"
+                    f"{f' (skipped {skipped} step(s))' if t.nonfinite == 'skip' else ''}")
+            if t.nonfinite == "stop" or skipped > t.max_skipped_steps:
+                kept = checkpoint.list_checkpoints(ckpt_dir)
+                raise RNAError(what + "; no model was saved"
+                               + (f"; the last good checkpoint is {kept[-1]}" if kept else ""), where="train",
+                               fix="lower train.lr, set train.max_grad_norm, use fp32 (train.mixed_precision=no), "
+                                   "or set train.nonfinite=skip; resume with --resume")
+            log.warning("%s; skipping the update", what)
+            optimizer.zero_grad(set_to_none=True)
+            continue
         grad_norm = None
         if t.max_grad_norm is not None:
             trainable = [params[n] for n in prep.trainable]
