@@ -14,6 +14,7 @@ import copy
 import fnmatch
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -130,6 +131,9 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **extra}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
+        else:
+            _require_safetensors(name_or_path)
+            kwargs["use_safetensors"] = True  # never unpickle weights
         if revision:
             kwargs["revision"] = revision
         try:
@@ -150,6 +154,22 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
     model.config.use_cache = False
     arch.layer_prefix(model)  # fail now, with the supported list, on an unknown layout
     return model, tok
+
+
+def _require_safetensors(name_or_path: str) -> None:
+    """Refuse a local folder whose weights exist only in pickle formats (.bin/.pt/.pth/.ckpt).
+
+    Unpickling runs arbitrary code from the file; safetensors cannot.
+    """
+    folder = Path(name_or_path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for ext in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in folder.glob(ext))
+    if pickled:
+        raise RNAError(f"weights only in pickle format ({', '.join(pickled[:3])}); rna loads safetensors only",
+                       where=str(folder),
+                       fix="convert once in a trusted environment: AutoModelForCausalLM.from_pretrained(folder)"
+                           ".save_pretrained(out, safe_serialization=True)")
 
 
 @contextlib.contextmanager

@@ -37,8 +37,12 @@ def runs(llama_dir, llama2_dir, probe_file, tmp_path_factory) -> list[Path]:
         else:
             (out / "config.yaml").write_text("method: {name: rmu}\nrna: {mode: 'off'}\n")
         label = ["--label", "base <script>alert(1)</script>"] if i == 0 else []
+        keywords = "bio"
+        if i == 1:  # a hostile keyword list: every string from it must come out escaped
+            keywords = str(out / "hostile.txt")
+            Path(keywords).write_text('"><img src=x onerror=alert(2)>\n')
         assert rna("eval", "--model", str(model), "--probe", str(probe_file), "--perturb", "insert",
-                   "--keywords", "bio", "--scoring", "loglik,letter", "--out", str(out), *label) == 0
+                   "--keywords", keywords, "--scoring", "loglik,letter", "--out", str(out), *label) == 0
         assert rna("audit", "--model", str(model), "--probe", str(probe_file), "--layer", "0",
                    "--keywords", "bio", "control", "--out", str(out)) == 0
         dirs.append(out)
@@ -72,6 +76,7 @@ def test_report_markdown_and_html(runs, tmp_path):
         assert heading in text
     assert "rmu +RNA(nu=0.05)" in text
     assert "<script>" not in text and "&lt;script&gt;" in text and "&lt;b&gt;security&lt;/b&gt;" in text
+    assert "<img" not in text and "onerror=alert(2)&gt;" in text
     for name in re.findall(r"\(figures/([\w]+)\.png\)", text):
         assert (tmp_path / "report" / "figures" / f"{name}.png").stat().st_size > 1000
     source = page.read_text()
@@ -128,7 +133,7 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
                          check=True).stdout
     assert "<h1>RNA robustness report</h1>" in dom
     assert dom.count("<h2>") >= 8 and dom.count("<img ") == 5 and dom.count("<table>") >= 4
-    assert "<script" not in dom
+    assert "<script" not in dom and "onerror=" not in dom.replace("onerror=alert(2)&gt;", "")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "&lt;b&gt;security&lt;/b&gt;" in dom
     shot = tmp_path / "shot.png"
     subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
