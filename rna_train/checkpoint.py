@@ -59,6 +59,7 @@ def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Op
     temporary folder is removed and the previous checkpoints are left untouched.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp(directory)
     final = directory / f"step-{step:07d}"
     tmp = directory / f".step-{step:07d}.tmp"
     try:
@@ -102,6 +103,18 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale_temp(directory: Path) -> None:
+    """Delete temporary folders left by a writer that was killed before its rename.
+
+    They are never loaded (``list_checkpoints`` ignores them); removing them keeps a killed and
+    resumed run's folder from accumulating half-written copies. A run folder has one writer, so
+    any temporary folder found before a write belongs to a dead process.
+    """
+    for stale in directory.glob(".step-*.tmp"):
+        log.info("removing a partial checkpoint left by an interrupted write: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
