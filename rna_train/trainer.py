@@ -282,13 +282,13 @@ def _out_of_memory_advice(cfg: config.RunConfig, step: int) -> Iterator[None]:
                 "resume with --resume") from exc
 
 
-def _nonfinite(terms: dict[str, float], trainable: list[nn.Parameter], accelerator: Any) -> str | None:
+def _nonfinite(terms: dict[str, float], trainable: dict[str, nn.Parameter], accelerator: Any) -> str | None:
     """Name of the first non-finite loss term, or of a parameter with a non-finite gradient.
 
     The flag is reduced over processes (max), so every process takes the same decision.
     """
     bad_term = next((k for k in sorted(terms) if not math.isfinite(terms[k])), None)
-    bad_grad = next((i for i, p in enumerate(trainable)
+    bad_grad = next((n for n, p in trainable.items()
                      if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
     flag = torch.tensor([0.0 if bad_term is None and bad_grad is None else 1.0], device=accelerator.device)
     if float(accelerator.reduce(flag, reduction="sum")) == 0.0:
@@ -296,7 +296,7 @@ def _nonfinite(terms: dict[str, float], trainable: list[nn.Parameter], accelerat
     if bad_term is not None:
         return f"loss term {bad_term!r} ({terms[bad_term]})"
     if bad_grad is not None:
-        return f"gradient of trainable parameter #{bad_grad}"
+        return f"gradient of {bad_grad} (every loss term finite: {terms})"
     return "loss or gradient on another process"
 
 
@@ -396,7 +396,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
                                [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
                                [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]
                                if prep.retain is not None and r_idx is not None else None)
-        bad = _nonfinite(sums, [params[n] for n in prep.trainable], accelerator)
+        bad = _nonfinite(sums, {n: params[n] for n in prep.trainable}, accelerator)
         if bad is not None:
             skipped += 1
             what = (f"non-finite {bad} at step {step + 1} of method {cfg.method['name']!r}"

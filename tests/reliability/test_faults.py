@@ -56,6 +56,24 @@ def test_nan_stops_keeps_last_good_checkpoint_and_saves_no_model(tmp_path, asset
     assert str(kept[-1]) in msg
 
 
+def test_nonfinite_gradient_with_finite_loss_names_the_parameter(tmp_path, assets, monkeypatch):
+    cfg, options = _cfg(tmp_path, assets)
+    real = losses.masked_mse
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return out + torch.sqrt(out * 0.0)  # the value is unchanged; the gradient is 0 * inf = NaN
+
+    monkeypatch.setattr(losses, "masked_mse", poisoned)
+    with pytest.raises(RNAError) as exc:
+        train(cfg, options)
+    msg = str(exc.value)
+    assert "non-finite gradient of model." in msg and "step 1" in msg and "'rmu'" in msg
+    out = Path(cfg.output_dir)
+    assert not (out / DONE).exists() and not (out / "model").exists()
+    assert checkpoint.list_checkpoints(out / "checkpoints") == []
+
+
 def test_skip_policy_skips_then_gives_up(tmp_path, assets, monkeypatch):
     cfg, options = _cfg(tmp_path, assets, nonfinite="skip", max_skipped_steps=1)
     _poison_forget_from(monkeypatch, 2, 2)
