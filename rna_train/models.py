@@ -233,6 +233,9 @@ def select_trainable(model: nn.Module, layers: Iterable[int], patterns: Sequence
                        fix="list at least one decoder-layer index")
     for i in layers:
         arch.check_layer(model, i, "model.trainable.layers")
+    if patterns is not None and not patterns:
+        raise RNAError("an empty pattern list selects no parameters", where="model.trainable.patterns",
+                       fix="list parameter-name globs (e.g. mlp.down_proj) or leave the key out for the default")
     pats = tuple(patterns) if patterns else arch.default_trainable_patterns(model)
     prefix = arch.layer_prefix(model)
     chosen: list[str] = []
