@@ -114,12 +114,14 @@ def test_full_disk_during_checkpoint_keeps_previous(tmp_path, assets, monkeypatc
         load_file(str(f))  # the previous checkpoint still reads
 
 
-def test_out_of_memory_names_the_settings_to_lower(tmp_path, assets, monkeypatch):
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+                                   MemoryError()])
+def test_out_of_memory_names_the_settings_to_lower(tmp_path, assets, monkeypatch, error):
     cfg, options = _cfg(tmp_path, assets)
     import rna_train.trainer as trainer
 
     def oom(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise error
 
     monkeypatch.setattr(trainer, "_accumulate", oom)
     with pytest.raises(RNAError) as exc:
