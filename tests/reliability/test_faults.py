@@ -129,3 +129,15 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path, assets, monkeypatch
     msg = str(exc.value)
     for setting in ("train.batch_size", "data.max_length", "train.grad_accum", "model.dtype"):
         assert setting in msg
+
+
+def test_huge_learning_rate_stops_without_monkeypatching(tmp_path, assets):
+    """Config-only injection: lr=1e30 blows the weights up after step 1; step 2's loss is NaN."""
+    cfg, options = _cfg(tmp_path, assets, lr=1e30)
+    with pytest.raises(RNAError) as exc:
+        train(cfg, options)
+    msg = str(exc.value)
+    assert "non-finite" in msg and "step 2" in msg and "'rmu'" in msg and "train.lr" in msg
+    out = Path(cfg.output_dir)
+    assert not (out / DONE).exists() and not (out / "model").exists()
+    assert checkpoint.list_checkpoints(out / "checkpoints")[-1].name == "step-0000001"
