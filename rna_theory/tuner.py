@@ -27,6 +27,7 @@ from rna_theory.bounds import certified_probability, first_order_probability
 from rna_theory.errors import RNAError, check_array, check_finite, check_int, check_probability
 from rna_theory.estimators import assumption1
 from rna_theory.noise import NoiseSchedule
+from rna_theory.plotting import save_figure
 from rna_theory.predictions import retain_cost
 
 CRITERIA = ("certified", "first-order")
@@ -334,9 +335,4 @@ def plot(result: TuneResult, path: str | Path) -> Path:
         ax2.grid(False)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(f"RNA noise tuning (eta={result.eta:.3g}, d={result.dim})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

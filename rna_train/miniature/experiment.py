@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from rna_theory.errors import RNAError
+from rna_theory.plotting import save_figure
 from rna_train.miniature.pretrain import BaseModel
 
 log = logging.getLogger(__name__)
@@ -333,12 +334,7 @@ def plot_drops(results: Results, path: str | Path) -> Path:
     ax.axhline(0, color="black", lw=0.8)
     ax.legend(frameon=False)
     ax.set_title("Miniature world: retain-accuracy drop (mean, 95% CI over seeds)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_predicted(results: Results, path: str | Path) -> Path | None:
@@ -368,9 +364,4 @@ def plot_predicted(results: Results, path: str | Path) -> Path | None:
     ax.set_ylabel("measured P(unchanged), trigger inserted")
     ax.set_title(f"{len(summary)} RNA variants (mean over seeds)", fontsize=9)
     ax.legend(frameon=False, fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
