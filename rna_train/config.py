@@ -161,6 +161,11 @@ class TrainConfig:
                            doc="on a NaN/Inf loss term or gradient: stop the run (keeping the last good "
                                "checkpoint, saving no model), or skip the step (no update)")
     max_skipped_steps: int = field(10, min=0, doc="with nonfinite: skip, stop once more steps than this were skipped")
+    reference_cache: bool = field(True, doc="before step 1, compute the frozen reference's outputs on every "
+                                  "sequence the run will visit and reuse them at each step (forget NLLs, "
+                                  "retain distributions, shared lower layers); see docs/benchmarks.md")
+    reference_cache_gib: float = field(8.0, min=0, doc="host memory for cached layer outputs; sequences "
+                                       "beyond it are recomputed every step")
 
 
 @dataclasses.dataclass

@@ -275,11 +275,13 @@ class _Truncate(Exception):
     """Raised by a capture hook to stop a forward pass once the needed layer has run."""
 
 
-def _hidden(output: Any) -> torch.Tensor:
+def output_hidden(output: Any) -> torch.Tensor:
+    """The hidden state in a decoder layer's raw output (a tensor, or the first item of a tuple)."""
     return output[0] if isinstance(output, tuple) else output
 
 
-def _replace_hidden(output: Any, hidden: torch.Tensor) -> Any:
+def replace_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    """A decoder layer's raw output with its hidden state replaced by ``hidden``."""
     return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 
@@ -292,7 +294,7 @@ def edit_layer_output(model: nn.Module, layer: int,
     registered (and nothing costs time) outside the block.
     """
     def hook(_mod: nn.Module, _inp: Any, output: Any) -> Any:
-        return _replace_hidden(output, fn(_hidden(output)))
+        return replace_hidden(output, fn(output_hidden(output)))
 
     handle = arch.decoder_layers(model)[layer].register_forward_hook(hook)
     try:
@@ -315,7 +317,7 @@ def layer_output(model: nn.Module, layer: int, input_ids: torch.Tensor, attentio
     store: list[torch.Tensor] = []
 
     def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
-        store.append(_hidden(output))
+        store.append(output_hidden(output))
         if truncate:
             raise _Truncate
 
@@ -341,6 +343,14 @@ def original_values(model: nn.Module, names: Iterable[str]) -> dict[str, torch.T
     return {n: params[n].detach().clone() for n in names}
 
 
+def _has_parameter(model: nn.Module, name: str) -> bool:
+    owner, _, leaf = name.rpartition(".")
+    try:
+        return leaf in model.get_submodule(owner)._parameters
+    except AttributeError:
+        return False
+
+
 def forward_with(model: nn.Module, values: Mapping[str, torch.Tensor]) -> Callable[..., Any]:
     """A forward callable of ``model`` with ``values`` in place of the named parameters.
 
@@ -349,17 +359,20 @@ def forward_with(model: nn.Module, values: Mapping[str, torch.Tensor]) -> Callab
     weights (the updated model's forward of the same step) stay valid. Module hooks still fire.
     """
     def forward(**kwargs: Any) -> Any:
-        return torch.func.functional_call(model, dict(values), args=(), kwargs=kwargs, strict=False)
+        # Layers replaced by a replay (:func:`replay_prefix`) own no parameters to substitute.
+        live = {n: v for n, v in values.items() if _has_parameter(model, n)}
+        return torch.func.functional_call(model, live, args=(), kwargs=kwargs, strict=False)
 
     return forward
 
 
 def prefix_output(model: nn.Module, layers: int, input_ids: torch.Tensor,
-                  attention_mask: torch.Tensor) -> Any:
+                  attention_mask: torch.Tensor, *, forward: Callable[..., Any] | None = None) -> Any:
     """The raw output object of decoder layer ``layers - 1`` (no gradient), for :func:`replay_prefix`.
 
     When nothing below layer ``layers`` is trainable, this output is the same for the updated and
     the original weights, so it is computed once per batch and shared by every forward.
+    ``forward`` runs instead of ``model`` (e.g. the model with its original values swapped in).
     """
     store: list[Any] = []
 
@@ -370,7 +383,7 @@ def prefix_output(model: nn.Module, layers: int, input_ids: torch.Tensor,
     handle = arch.decoder_layers(model)[layers - 1].register_forward_hook(hook)
     try:
         with torch.no_grad():
-            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            (forward or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _Truncate:
         pass
     finally:

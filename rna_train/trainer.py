@@ -19,6 +19,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Counts, Setup, StepContext
 from rna_train.models import frozen_copy, load_model, load_tokenizer, original_values, select_trainable
+from rna_train.refcache import ReferenceCache, length_sorted_chunks, prefill
 from rna_train.rna import RNA, resolve_schedule, step_seed
 from rna_train.truncated import can_truncate, save_patched
 
@@ -267,18 +269,20 @@ def _accumulate(accelerator: Any, wrapped: nn.Module, method: Method, ctx: StepC
 
 
 @contextlib.contextmanager
-def _out_of_memory_advice(cfg: config.RunConfig, step: int) -> Iterator[None]:
+def _out_of_memory_advice(cfg: config.RunConfig, step: int, where: str | None = None) -> Iterator[None]:
     """Turn an out-of-memory error in a training step into advice naming the settings to lower."""
     try:
         yield
     except (torch.OutOfMemoryError, MemoryError) as exc:
         t = cfg.train
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise RNAError(
-            f"out of memory at step {step + 1} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})",
+            f"out of memory {where or f'at step {step + 1}'} ({detail})",
             where="train",
             fix=f"lower train.batch_size (now {t.batch_size}) or raise train.grad_accum (now {t.grad_accum}), "
                 f"lower data.max_length (now {cfg.data.max_length}), use model.dtype=bf16 or "
                 f"train.mixed_precision=bf16, or move method.layer down (RM methods load only layers <= l); "
+                f"host memory: lower train.reference_cache_gib (now {t.reference_cache_gib}); "
                 "resume with --resume") from exc
 
 
@@ -371,26 +375,25 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
 
     truncate = single
     shared_layers = _shared_layers(prep) if single else 0
-    n_topics = len(prep.forget)
     skipped = 0
+    cache = None
+    if t.reference_cache:
+        with _out_of_memory_advice(cfg, start, "the reference pass before step 1"):
+            cache = _prefill(prep, accelerator, unwrapped, originals, shared_layers, truncate)
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="unlearn",
                disable=not (t.progress and accelerator.is_local_main_process))
     for step in bar:
         torch.manual_seed(step_seed(cfg.seed, step, rank, salt=2))
-        topic = step % n_topics
+        topic, f_idx, r_idx = _step_indices(prep, step)
         corpus = prep.forget[topic]
-        f_idx = batch_indices(len(corpus), t.batch_size, step // n_topics, seed=cfg.seed,
-                              stream=stream_id(corpus.name), shuffle=cfg.data.shuffle)
-        r_idx = (batch_indices(len(prep.retain), t.batch_size, step, seed=cfg.seed,
-                               stream=stream_id("retain:" + prep.retain.name), shuffle=cfg.data.shuffle)
-                 if prep.retain is not None else None)
         parts = procs * t.grad_accum
         counts = {"forget": _counts(corpus, f_idx, parts)}
         if prep.retain is not None and r_idx is not None:
             counts["retain"] = _counts(prep.retain, r_idx, parts)
         ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
                           generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
-                          truncate=truncate, counts=counts, originals=originals, shared_layers=shared_layers)
+                          truncate=truncate, counts=counts, originals=originals, shared_layers=shared_layers,
+                          cache=cache)
         with _out_of_memory_advice(cfg, step):
             sums = _accumulate(accelerator, wrapped, method, ctx, topic,
                                [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
@@ -449,6 +452,54 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     accelerator.wait_for_everyone()
     return TrainResult(model=unwrapped, reference=prep.reference, trainable=prep.trainable, metrics=metrics,
                        output_dir=out)
+
+
+def _step_indices(prep: Prepared, step: int) -> tuple[int, list[int], list[int] | None]:
+    """Step ``step``'s forget topic and global forget and retain batch indices (stateless)."""
+    cfg, t = prep.cfg, prep.cfg.train
+    n_topics = len(prep.forget)
+    topic = step % n_topics
+    corpus = prep.forget[topic]
+    f_idx = batch_indices(len(corpus), t.batch_size, step // n_topics, seed=cfg.seed,
+                          stream=stream_id(corpus.name), shuffle=cfg.data.shuffle)
+    r_idx = (batch_indices(len(prep.retain), t.batch_size, step, seed=cfg.seed,
+                           stream=stream_id("retain:" + prep.retain.name), shuffle=cfg.data.shuffle)
+             if prep.retain is not None else None)
+    return topic, f_idx, r_idx
+
+
+def _prefill(prep: Prepared, accelerator: Any, model: nn.Module, originals: dict[str, torch.Tensor] | None,
+             shared_layers: int, truncate: bool) -> ReferenceCache:
+    """The reference pass before step 1: cache what every step of the run will read from the reference.
+
+    Covers the sequences this process visits in steps ``1..train.steps`` (all of them, also when
+    resuming, so a resumed run caches the same bits), in length-sorted micro-batches.
+    """
+    t = prep.cfg.train
+    rank, procs = accelerator.process_index, accelerator.num_processes
+    forget: list[set[int]] = [set() for _ in prep.forget]
+    retain: set[int] = set()
+    for step in range(t.steps):
+        topic, f_idx, r_idx = _step_indices(prep, step)
+        forget[topic].update(i for m in _micro_batches(f_idx, rank, procs, t.grad_accum) for i in m)
+        if r_idx is not None:
+            retain.update(i for m in _micro_batches(r_idx, rank, procs, t.grad_accum) for i in m)
+    size = t.batch_size // (procs * t.grad_accum)
+    f_batches = [(topic, _to(_batch(c, chunk), accelerator.device)) for topic, c in enumerate(prep.forget)
+                 for chunk in length_sorted_chunks([len(s) for s in c.sequences], forget[topic], size)]
+    r_batches = ([_to(_batch(prep.retain, chunk), accelerator.device)
+                  for chunk in length_sorted_chunks([len(s) for s in prep.retain.sequences], retain, size)]
+                 if prep.retain is not None else [])
+    cache = ReferenceCache(int(t.reference_cache_gib * 2**30))
+    ctx = StepContext(model=model, forward=model, reference=prep.reference,
+                      rna=prep.rna, step=0, truncate=truncate, originals=originals, shared_layers=shared_layers,
+                      cache=cache)
+    start = time.perf_counter()
+    with accelerator.autocast():
+        prefill(ctx, prep.method, f_batches, r_batches, progress=t.progress and accelerator.is_local_main_process)
+    log.info("reference pass: %d forget and %d retain sequences in %.1f s; cached %s",
+             sum(len(f) for f in forget), len(retain), time.perf_counter() - start, cache.summary())
+    return cache
 
 
 def _shared_layers(prep: Prepared) -> int:

@@ -34,16 +34,20 @@ class AdaptiveRMU(RMU):
     Options = AdaptiveRMUOptions
     forget_uses_reference = True
 
+    def norm_sums(self, ctx: StepContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per sequence, the sum over real tokens of ``||h_frozen||`` at layer l (cached per sequence)."""
+        return self.reference_values(ctx, "norm", batch, lambda: losses.token_norms(
+            ctx.ref_hidden(batch, self.options.layer), batch["attention_mask"]).sum(-1))
+
+    def prefill_forget(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int) -> None:
+        """Cache the activation-norm sums of ``batch``'s forget sequences."""
+        self.norm_sums(ctx, batch)
+
     def target(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int,
                hidden: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``beta * ||h_frozen|| * u`` with the norm averaged over the batch's real tokens."""
         mask = batch["attention_mask"]
-
-        def norm_sums() -> torch.Tensor:
-            frozen = ctx.ref_hidden(batch, self.options.layer)
-            return losses.token_norms(frozen, mask).sum(-1)
-
-        sums = self.reference_values("norm", topic, batch, norm_sums)
+        sums = self.norm_sums(ctx, batch)
         coef = self.options.beta * sums.sum() / mask.sum().clamp_min(1)
         u = self.directions[topic].to(device=hidden.device, dtype=hidden.dtype)
         return (coef.to(hidden.dtype) * u).expand_as(hidden), {"coef": float(coef)}

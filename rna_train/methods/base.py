@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -18,7 +18,8 @@ from torch import nn
 from rna_theory.errors import RNAError
 from rna_train import arch, losses
 from rna_train.config import TopicConfig, field
-from rna_train.models import forward_with, layer_output, prefix_output, replay_prefix
+from rna_train.models import forward_with, layer_output, output_hidden, prefix_output, replay_prefix
+from rna_train.refcache import ReferenceCache
 from rna_train.rna import RNA, step_seed
 
 RETAIN_LOSSES = ("rm", "kl", "mse", "nll", "none")
@@ -77,6 +78,8 @@ class StepContext:
     #: Number of leading decoder layers without trainable parameters whose output is computed once
     #: per batch (no gradient) and shared by the updated and the reference forwards (0: off).
     shared_layers: int = 0
+    #: Reference outputs computed before training (:mod:`rna_train.refcache`); None: none.
+    cache: ReferenceCache | None = None
     _prefix: dict[int, tuple[torch.Tensor, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     def tokens(self, corpus: str) -> float | None:
@@ -92,16 +95,20 @@ class StepContext:
     def shared_prefix(self, batch: dict[str, torch.Tensor]) -> contextlib.AbstractContextManager[None]:
         """Context in which ``model``'s first ``shared_layers`` layers replay ``batch``'s cached output.
 
-        The output is computed on first use for a batch (without gradient: nothing below the
-        first trainable layer needs one) and reused by every later forward on the same batch in
-        this step, for the updated and the swapped-in original weights alike.
+        The output comes from the reference cache when it holds it, else it is computed on first
+        use for a batch (without gradient: nothing below the first trainable layer needs one) and
+        reused by every later forward on the same batch in this step, for the updated and the
+        swapped-in original weights alike.
         """
         if not self.shared_layers or not self.truncate:
             return contextlib.nullcontext()
         ids = batch["input_ids"]
         hit = self._prefix.get(id(ids))
         if hit is None or hit[0] is not ids:
-            hit = (ids, prefix_output(self.model, self.shared_layers, ids, batch["attention_mask"]))
+            cached = self.cache.output(batch, self.shared_layers - 1) if self.cache is not None else None
+            if cached is None:
+                cached = prefix_output(self.model, self.shared_layers, ids, batch["attention_mask"])
+            hit = (ids, cached)
             self._prefix[id(ids)] = hit
         return replay_prefix(self.model, self.shared_layers, hit[1])
 
@@ -135,23 +142,77 @@ class StepContext:
         assert self.originals is not None  # require_reference checked it
         return forward_with(self.model, self.originals)
 
+    def _target_noise(self) -> bool:
+        return self.rna.active and self.rna.mode == "target"
+
+    def reference_layer(self, top: int | None, noisy: bool) -> int:
+        """The reference layer whose output is cached for a loss reading layer ``top`` (None: logits).
+
+        With target-mode RNA the cached output is that of RNA's layer, where each step's noise
+        enters; the layers above it are computed every step.
+        """
+        if noisy and self._target_noise():
+            return self.rna.layer
+        return top if top is not None else arch.num_layers(self.require_reference()) - 1
+
+    def _reference_inputs(self, batch: dict[str, torch.Tensor], upto: int) -> contextlib.AbstractContextManager[None]:
+        """Replay of the reference's layers ``0..k`` for the highest cached ``k <= upto``, else the shared prefix."""
+        if self.cache is not None:
+            for k in reversed(self.cache.stored_layers()):
+                if k <= upto and (output := self.cache.output(batch, k)) is not None:
+                    return replay_prefix(self.require_reference(), k + 1, output)
+        if self.reference is None:
+            return self.shared_prefix(batch)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _noise(self, noisy: bool, batch: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Target-mode RNA noise on the reference's layer output (entered after any replay)."""
+        if not noisy:
+            yield
+            return
+        with self.rna.perturb("target", self.require_reference(), batch["attention_mask"], self.step,
+                              self.generator):
+            yield
+
     @torch.no_grad()
-    def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
-        """Frozen (original-weights) model's layer-``layer`` output; always given the mask."""
+    def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int, *, noisy: bool = False) -> torch.Tensor:
+        """Frozen (original-weights) model's layer-``layer`` output; ``noisy``: with target-mode RNA."""
+        upto = self.reference_layer(layer, noisy)
+        if upto == layer and not (noisy and self._target_noise()) and self.cache is not None:
+            cached = self.cache.output(batch, layer)
+            if cached is not None:
+                return output_hidden(cached)
         ref = self.require_reference()
-        shared = self.shared_prefix(batch) if self.reference is None else contextlib.nullcontext()
-        with shared:
+        with self._reference_inputs(batch, upto), self._noise(noisy, batch):
             return layer_output(ref, layer, batch["input_ids"], batch["attention_mask"],
                                 forward=self._reference_forward(), truncate=True)
 
     @torch.no_grad()
-    def ref_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Frozen (original-weights) model's logits; always given the mask."""
-        self.require_reference()
-        shared = self.shared_prefix(batch) if self.reference is None else contextlib.nullcontext()
-        with shared:
+    def ref_logits(self, batch: dict[str, torch.Tensor], *, noisy: bool = False) -> torch.Tensor:
+        """Frozen (original-weights) model's logits; ``noisy``: with target-mode RNA."""
+        upto = self.reference_layer(None, noisy)
+        with self._reference_inputs(batch, upto), self._noise(noisy, batch):
             return self._reference_forward()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                              use_cache=False).logits
+
+    @torch.no_grad()
+    def store_reference_states(self, batch: dict[str, torch.Tensor], layer: int) -> None:
+        """Compute the reference's clean layer-``layer`` output on ``batch`` and cache it (no-op without a cache).
+
+        Below ``shared_layers`` the updated model's own weights are the reference's, so methods
+        without a reference can cache the shared prefix too.
+        """
+        if self.cache is None or self.cache.has_states(batch, layer):
+            return
+        if layer < self.shared_layers:
+            model, forward, inputs = self.model, self.model, contextlib.nullcontext()
+        else:
+            model, forward = self.require_reference(), self._reference_forward()
+            inputs = self._reference_inputs(batch, layer - 1)
+        with inputs:
+            output = prefix_output(model, layer + 1, batch["input_ids"], batch["attention_mask"], forward=forward)
+        self.cache.put(batch, layer, output)
 
 
 class Method:
@@ -168,30 +229,33 @@ class Method:
     def __init__(self, options: MethodOptions, setup: Setup) -> None:
         self.options = options
         self.setup = setup
-        #: Reuse per-sequence reference values across steps (see :meth:`reference_values`).
-        self.cache_reference = True
-        self._reference_cache: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
 
-    def reference_values(self, key: str, topic: int, batch: dict[str, torch.Tensor],
+    @staticmethod
+    def reference_values(ctx: StepContext, name: str, batch: dict[str, torch.Tensor],
                          compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Per-sequence values of the frozen reference (shape: rows of ``batch``), computed once.
+        """Per-sequence values ``name`` of the frozen reference (shape: rows of ``batch``).
 
         The reference never changes and forget losses see no noise, so a value such as a forget
-        sequence's reference NLL is the same every time the sequence comes back. Values are kept
-        per ``(key, topic, sequence index)``; ``compute`` runs only when a row of ``batch`` has
-        none yet. Batches without an ``index`` entry are never cached.
+        sequence's reference NLL is fixed: with a reference cache it is computed once (in the
+        pass before training, or on the sequence's first visit) and looked up afterwards.
         """
-        index = batch.get("index")
-        if not self.cache_reference or index is None:
+        if ctx.cache is None:
             return compute()
-        table = self._reference_cache.setdefault((key, topic), {})
-        rows = [int(i) for i in index.tolist()]
-        if all(i in table for i in rows):
-            return torch.stack([table[i] for i in rows])
-        values = compute().detach()
-        for i, value in zip(rows, values, strict=True):
-            table[i] = value
-        return values
+        return ctx.cache.values(name, batch, compute)
+
+    def prefill_forget(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int) -> None:
+        """Compute what :meth:`forget_loss` reads from the reference on ``batch`` into ``ctx.cache``.
+
+        Runs in the pass before training; methods whose forget loss reads the reference override it.
+        """
+
+    def prefill_retain(self, ctx: StepContext, batch: dict[str, torch.Tensor]) -> None:
+        """Cache the reference output the retain term resumes from on ``batch`` (before training)."""
+        kind = self.options.retain_loss
+        if kind == "rm":
+            ctx.store_reference_states(batch, ctx.reference_layer(self.options.layer, noisy=True))
+        elif kind in ("kl", "mse"):
+            ctx.store_reference_states(batch, ctx.reference_layer(None, noisy=True))
 
     @classmethod
     def uses_retain(cls, options: MethodOptions) -> bool:
@@ -290,14 +354,12 @@ def retain_term(ctx: StepContext, batch: dict[str, torch.Tensor], kind: str, lay
     """
     mask = batch["attention_mask"]
     if kind == "rm":
-        with ctx.rna.perturb("target", ctx.require_reference(), mask, ctx.step, ctx.generator):
-            target = ctx.ref_hidden(batch, layer)
+        target = ctx.ref_hidden(batch, layer, noisy=True)
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             hidden = ctx.hidden(batch, layer)
         return losses.masked_mse(hidden, target, mask, ctx.tokens("retain"))
     if kind in ("kl", "mse"):
-        with ctx.rna.perturb("target", ctx.require_reference(), mask, ctx.step, ctx.generator):
-            ref_logits = ctx.ref_logits(batch)
+        ref_logits = ctx.ref_logits(batch, noisy=True)
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             logits = ctx.logits(batch)
         if kind == "kl":

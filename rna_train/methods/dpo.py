@@ -102,19 +102,26 @@ class DPO(Method):
         out["label_mask"] = (positions >= torch.tensor(prompts).unsqueeze(1)).long() * out["attention_mask"]
         return {k: v.to(device) for k, v in out.items()}
 
+    def reference_nll(self, ctx: StepContext, key: str, pair: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Reference NLL of the answer tokens of ``pair`` (``key``: chosen or rejected), cached per sequence."""
+        return self.reference_values(ctx, key, pair, lambda: losses.sequence_nll(
+            ctx.ref_logits(pair), pair["input_ids"], pair["attention_mask"], pair["label_mask"])[0])
+
+    def prefill_forget(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int) -> None:
+        """Cache the reference NLL of the refusal and forget answers built from ``batch`` (and their shared prefix)."""
+        for key, pair in zip(("chosen", "rejected"), self.pairs(batch), strict=True):
+            if ctx.shared_layers and ctx.truncate:
+                ctx.store_reference_states(pair, ctx.shared_layers - 1)
+            self.reference_nll(ctx, key, pair)
+
     def forget_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor],
                     topic: int) -> tuple[torch.Tensor, dict[str, float]]:
         """DPO loss; logs the policy's chosen-minus-rejected log-ratio margin."""
-        chosen, rejected = self.pairs(batch)
         logp = {}
-        for key, pair in (("chosen", chosen), ("rejected", rejected)):
-            ids, mask, labels = pair["input_ids"], pair["attention_mask"], pair["label_mask"]
-            nll, _ = losses.sequence_nll(ctx.logits(pair), ids, mask, labels)
-            ref_nll = self.reference_values(
-                key, topic, batch,
-                lambda pair=pair: losses.sequence_nll(ctx.ref_logits(pair), pair["input_ids"],
-                                                      pair["attention_mask"], pair["label_mask"])[0])
-            logp[key], logp[f"{key}_ref"] = -nll, -ref_nll
+        for key, pair in zip(("chosen", "rejected"), self.pairs(batch), strict=True):
+            nll, _ = losses.sequence_nll(ctx.logits(pair), pair["input_ids"], pair["attention_mask"],
+                                         pair["label_mask"])
+            logp[key], logp[f"{key}_ref"] = -nll, -self.reference_nll(ctx, key, pair)
         loss = losses.dpo_loss(logp["chosen"], logp["chosen_ref"], logp["rejected"], logp["rejected_ref"],
                                self.options.beta)
         margin = (logp["chosen"] - logp["chosen_ref"]) - (logp["rejected"] - logp["rejected_ref"])

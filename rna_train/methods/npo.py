@@ -34,12 +34,18 @@ class NPO(Method):
     Options = NPOOptions
     forget_uses_reference = True
 
+    def reference_nll(self, ctx: StepContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each forget sequence's summed NLL under the reference (cached per sequence)."""
+        return self.reference_values(ctx, "nll", batch, lambda: losses.sequence_nll(
+            ctx.ref_logits(batch), batch["input_ids"], batch["attention_mask"])[0])
+
+    def prefill_forget(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int) -> None:
+        """Cache the reference NLL of ``batch``'s forget sequences."""
+        self.reference_nll(ctx, batch)
+
     def forget_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor],
                     topic: int) -> tuple[torch.Tensor, dict[str, float]]:
         """NPO loss on the forget batch; logs the mean per-token forget NLL."""
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        nll, count = losses.sequence_nll(ctx.logits(batch), ids, mask)
-        ref_nll = self.reference_values(
-            "nll", topic, batch, lambda: losses.sequence_nll(ctx.ref_logits(batch), ids, mask)[0])
-        loss = losses.npo_loss(nll, ref_nll, self.options.beta)
+        nll, count = losses.sequence_nll(ctx.logits(batch), batch["input_ids"], batch["attention_mask"])
+        loss = losses.npo_loss(nll, self.reference_nll(ctx, batch), self.options.beta)
         return loss, {"forget_nll": float(nll.detach().sum() / count.sum().clamp_min(1))}

@@ -36,6 +36,10 @@ class RSV(RMU):
         """u for topic ``topic``: a standard Gaussian vector, normalised."""
         return unit_vector(torch.randn(self.setup.hidden_size, generator=self.topic_generator(topic)))
 
+    def prefill_forget(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int) -> None:
+        """Cache the frozen layer-l activations of ``batch``'s forget sequences."""
+        ctx.store_reference_states(batch, self.options.layer)
+
     def target(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int,
                hidden: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``h_frozen(x_F) + c * u``."""

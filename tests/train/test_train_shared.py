@@ -1,7 +1,8 @@
 """The memory-saving execution gives the straightforward computation's numbers (float64 tiny models).
 
 The trainer runs the frozen reference as the live model with the original trainable values swapped
-in (no deep copy) and computes the layers below the first trainable one once per batch; these
+in (no deep copy), computes the layers below the first trainable one once per batch and caches the
+reference's outputs before training (tests/train/test_train_cache.py checks the cache alone); these
 tests run the same configs with a deep-copied reference and full forwards and compare every
 logged loss term, the gradient norms and the final weights.
 """
@@ -32,13 +33,14 @@ CASES = [
 
 
 def _run(tmp: Path, assets: dict[str, Path], arch: str, method: str, retain: str, mode: str,
-         monkeypatch: pytest.MonkeyPatch, *, straightforward: bool) -> trainer.TrainResult:
+         monkeypatch: pytest.MonkeyPatch, *, straightforward: bool, cache: bool = True) -> trainer.TrainResult:
     model, tok = load_model(from_config=helpers.TINY[arch], tokenizer=str(assets["tokenizer"]), seed=0,
                             dtype="fp64")
     raw = helpers.run_config(assets["tokenizer"], assets, tmp / "out", arch=arch,
                              method={"name": method, "retain_loss": retain, "alpha": 1.0},
                              rna={"mode": mode, "noise": 0.05}, steps=3, lr=1e-2, max_grad_norm=1e6)
     raw["model"]["trainable"] = {"layers": [1, 2]}
+    raw["train"]["reference_cache"] = cache and not straightforward
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "c.yaml").write_text(yaml.safe_dump(raw))
     cfg, options = load_config(tmp / "c.yaml")
@@ -86,7 +88,7 @@ def test_prefix_is_shared_and_reference_is_not_copied(assets: dict[str, Path], t
         return prep
 
     monkeypatch.setattr(trainer, "prepare", counting_prepare)
-    result = _run(tmp_path, assets, "llama", "rsv", "rm", "off", monkeypatch, straightforward=False)
-    # per step: one prefix forward for the forget batch and one for the retain batch
+    result = _run(tmp_path, assets, "llama", "rsv", "rm", "off", monkeypatch, straightforward=False, cache=False)
+    # without the reference cache, per step: one prefix forward for the forget batch and one for the retain batch
     assert calls["n"] == 2 * len(result.metrics)
     assert result.reference is None

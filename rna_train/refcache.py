@@ -1,0 +1,171 @@
+"""Outputs of the frozen reference, computed in one pass before training and reused at every step.
+
+The reference (the original weights) never changes, so what it computes on a token sequence is
+fixed; only target-mode RNA noise, fresh every step, has to enter a forward. The cache keeps, per
+sequence, addressed by its content (real tokens, their offset and a label mask when there is one):
+
+* **values**: small per-sequence numbers a forget loss needs (NPO's reference NLL, DPO's
+  reference log-probabilities, Adaptive RMU's activation norms);
+* **states**: a decoder layer's output at the sequence's real tokens, from which a step's forward
+  resumes (:func:`rna_train.models.replay_prefix`): the layer below the first trainable one
+  (shared by the updated model's forwards), layer l for RM targets, the last layer for the KL /
+  MSE reference distributions, or RNA's layer when target noise must enter there.
+
+States live in host memory up to a byte budget; sequences beyond it are computed every step, as
+without the cache. Filling happens in :func:`prefill`, over fixed batches (sorted by length) of
+every sequence the run will visit, so a resumed run caches bit-identical values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from rna_train.models import output_hidden
+
+if TYPE_CHECKING:
+    from rna_train.methods.base import Method, StepContext
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+class ReferenceCache:
+    """Per-sequence reference values and layer states (see the module docstring)."""
+
+    def __init__(self, budget_bytes: int, device: torch.device | str = "cpu") -> None:
+        self.budget_bytes = int(budget_bytes)
+        #: Where states are kept (host memory by default; the accelerator holds only a step's rows).
+        self.device = torch.device(device)
+        self._values: dict[tuple[str, bytes], torch.Tensor] = {}
+        self._states: dict[tuple[int, bytes], torch.Tensor] = {}
+        #: Layer -> length of the layer's raw tuple output (None: the layer returns a bare tensor).
+        self._shapes: dict[int, int | None] = {}
+        self._refused: set[int] = set()
+        self.state_bytes = 0
+
+    @staticmethod
+    def keys(batch: Batch) -> list[bytes]:
+        """One content key per row: real-token offset, real tokens and ``label_mask`` if present."""
+        ids = batch["input_ids"].detach().cpu()
+        mask = batch["attention_mask"].detach().cpu().bool()
+        labels = batch.get("label_mask")
+        labels = labels.detach().cpu() if labels is not None else None
+        out = []
+        for r in range(ids.shape[0]):
+            real = mask[r]
+            h = hashlib.blake2b(digest_size=16)
+            first = int(real.nonzero()[0, 0]) if bool(real.any()) else -1
+            h.update(first.to_bytes(8, "little", signed=True))
+            h.update(ids[r][real].numpy().tobytes())
+            if labels is not None:
+                h.update(b"labels")
+                h.update(labels[r][real].to(torch.uint8).numpy().tobytes())
+            out.append(h.digest())
+        return out
+
+    def values(self, name: str, batch: Batch, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Per-row values ``name`` of ``batch`` (shape: rows), computed by ``compute`` only if missing."""
+        keys = self.keys(batch)
+        found = [self._values.get((name, k)) for k in keys]
+        if all(v is not None for v in found):
+            return torch.stack(found).to(batch["input_ids"].device)  # type: ignore[arg-type]
+        values = compute().detach()
+        for key, value in zip(keys, values, strict=True):
+            self._values[(name, key)] = value.clone()
+        return values
+
+    def has_states(self, batch: Batch, layer: int) -> bool:
+        """Whether every row of ``batch`` has layer ``layer``'s output cached."""
+        return layer in self._shapes and all((layer, k) in self._states for k in self.keys(batch))
+
+    def stored_layers(self) -> list[int]:
+        """Layers with at least one cached state, ascending."""
+        return sorted(self._shapes)
+
+    def output(self, batch: Batch, layer: int) -> Any | None:
+        """Layer ``layer``'s raw output on ``batch`` (padding positions zero), or None if any row is missing.
+
+        Built on the device and in the dtype of the cached states; padding positions never reach
+        a loss (every loss is masked), so their value is irrelevant.
+        """
+        if layer not in self._shapes:
+            return None
+        keys = self.keys(batch)
+        rows = [self._states.get((layer, k)) for k in keys]
+        if any(r is None for r in rows):
+            return None
+        mask = batch["attention_mask"].bool()
+        first = rows[0]
+        assert first is not None
+        hidden = torch.zeros(*mask.shape, first.shape[-1], dtype=first.dtype, device=mask.device)
+        hidden[mask] = torch.cat(rows).to(mask.device, non_blocking=True)  # type: ignore[arg-type]
+        size = self._shapes[layer]
+        return hidden if size is None else (hidden, *([None] * (size - 1)))
+
+    def put(self, batch: Batch, layer: int, output: Any) -> bool:
+        """Cache ``output`` (layer ``layer``'s raw output on ``batch``); False when over budget or unreplayable."""
+        if layer in self._refused:
+            return False
+        if isinstance(output, tuple) and any(x is not None for x in output[1:]):
+            self._refuse(layer, "its output carries more than the hidden state (attention weights or a KV cache)")
+            return False
+        hidden = output_hidden(output).detach()
+        mask = batch["attention_mask"].bool()
+        new = [(k, hidden[r][mask[r]]) for r, k in enumerate(self.keys(batch)) if (layer, k) not in self._states]
+        size = sum(t.numel() * t.element_size() for _, t in new)
+        if self.state_bytes + size > self.budget_bytes:
+            self._refuse(layer, f"the cache budget of {self.budget_bytes / 2**30:.2f} GiB is reached "
+                                f"({self.state_bytes / 2**30:.2f} GiB held)")
+            return False
+        self._shapes[layer] = len(output) if isinstance(output, tuple) else None
+        for key, rows in new:
+            self._states[(layer, key)] = rows.to(self.device, copy=True)
+        self.state_bytes += size
+        return True
+
+    def _refuse(self, layer: int, why: str) -> None:
+        self._refused.add(layer)
+        log.warning("reference cache: not caching layer %d outputs for further sequences: %s; those "
+                    "sequences are computed every step (raise train.reference_cache_gib to cache them)", layer, why)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and sizes, for the run log."""
+        return {"values": len(self._values), "states": len(self._states), "layers": self.stored_layers(),
+                "state_gib": self.state_bytes / 2**30}
+
+
+def length_sorted_chunks(lengths: Sequence[int], indices: Iterable[int], size: int) -> list[list[int]]:
+    """``indices`` (deduplicated) sorted by (length, index) and cut into chunks of ``size``.
+
+    Depends only on the set of indices, so every run that visits the same sequences fills the cache
+    from the same batches (and gets the same bits).
+    """
+    ordered = sorted(set(indices), key=lambda i: (lengths[i], i))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+@torch.no_grad()
+def prefill(ctx: StepContext, method: Method, forget: Sequence[tuple[int, Batch]], retain: Sequence[Batch],
+            *, progress: bool = False) -> None:
+    """Compute and cache everything reference-side the steps will need for these batches.
+
+    ``forget`` pairs each batch with its topic. For every batch: the output of the layer below the
+    first trainable one (when layers are shared), then what the method asks for
+    (:meth:`Method.prefill_forget`, :meth:`Method.prefill_retain`).
+    """
+    from tqdm.auto import tqdm
+
+    jobs: list[tuple[str, int, Batch]] = [("forget", t, b) for t, b in forget] + [("retain", -1, b) for b in retain]
+    for kind, topic, batch in tqdm(jobs, desc="reference pass", disable=not progress):
+        if ctx.shared_layers and ctx.truncate:
+            ctx.store_reference_states(batch, ctx.shared_layers - 1)
+        if kind == "forget":
+            method.prefill_forget(ctx, batch, topic)
+        else:
+            method.prefill_retain(ctx, batch)
