@@ -6,6 +6,9 @@ attribute paths itself, so supporting a new family is one entry in :data:`LAYOUT
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
 from rna_theory.errors import RNAError
@@ -38,6 +41,13 @@ TRAINABLE_DEFAULTS: dict[str, tuple[str, ...]] = {
     "phi": ("mlp.fc2",),
 }
 DEFAULT_TRAINABLE: tuple[str, ...] = ("mlp.down_proj",)
+
+#: model_type values whose CausalLM computes ``logits = output_head(states)`` and nothing else,
+#: plus those that soft-cap them (``cap * tanh(logits / cap)``); other families' logits come only
+#: from the model's own forward.
+PLAIN_HEAD = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "phi", "phi3", "olmo", "olmo2",
+                        "gpt2", "gpt_neox", "smollm3"})
+SOFTCAP_HEAD = frozenset({"gemma2", "gemma3_text"})
 
 
 def _model_type(model: nn.Module) -> str:
@@ -95,3 +105,18 @@ def check_layer(model: nn.Module, layer: int, name: str = "layer") -> int:
         raise RNAError(f"layer index {layer!r} is out of range for a {n}-layer model", where=name,
                        fix=f"pick an integer in 0..{n - 1}")
     return layer
+
+
+def logits_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The map from the states entering the output head to the model's logits, or None if unknown.
+
+    Lets losses apply the head a chunk of positions at a time (:mod:`rna_train.losses`).
+    """
+    model_type = _model_type(model)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or model_type not in PLAIN_HEAD | SOFTCAP_HEAD:
+        return None
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if model_type in SOFTCAP_HEAD and cap:
+        return lambda states: torch.tanh(head(states) / cap) * cap
+    return head

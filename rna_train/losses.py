@@ -20,8 +20,14 @@ processes with sequences of different lengths add up to exactly the global batch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+
+#: The output head: states entering it (batch x positions x d) -> logits (batch x positions x vocab).
+Head = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -118,3 +124,101 @@ def dpo_loss(chosen_logp: torch.Tensor, chosen_ref_logp: torch.Tensor, rejected_
     """
     margin = (chosen_logp - chosen_ref_logp) - (rejected_logp - rejected_ref_logp)
     return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
+
+
+# Head-level losses: the same values computed from the states entering the output head, a chunk
+# of positions at a time. Every chunk's value depends only on its own positions' states, so the
+# chunk's gradient with respect to them (d floats per position) is computed right away and its
+# logits are freed: no batch x seq x vocab tensor is ever held (with a 128k vocabulary and 2,048
+# tokens per micro-batch each float32 one is 1 GiB), nothing is recomputed, and the backward pass
+# only scales the stored gradients. The output head's parameters must not require gradients.
+
+
+class _Precomputed(torch.autograd.Function):
+    """Returns ``values``; the backward pass hands ``grad_out * gradient`` to ``states``."""
+
+    @staticmethod
+    def forward(ctx: Any, states: torch.Tensor, values: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gradient)
+        return values
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (gradient,) = ctx.saved_tensors
+        return (grad_out.unsqueeze(-1) * gradient).to(gradient.dtype), None, None
+
+
+def _chunked(fn: Callable[..., torch.Tensor], states: torch.Tensor, others: Sequence[torch.Tensor], head: Head,
+             chunk: int) -> torch.Tensor:
+    """``fn(states_chunk, *other_chunks, head)`` (batch x positions) over chunks of positions, concatenated."""
+    pieces = []
+    parts = [t.split(max(1, chunk), dim=1) for t in (states, *others)]
+    for s, *rest in zip(*parts, strict=True):
+        if not (torch.is_grad_enabled() and s.requires_grad):
+            pieces.append(fn(s, *rest, head))
+            continue
+        leaf = s.detach().requires_grad_()
+        values = fn(leaf, *rest, head)
+        (gradient,) = torch.autograd.grad(values.sum(), leaf)
+        pieces.append(_Precomputed.apply(s, values.detach(), gradient))
+    return torch.cat(pieces, dim=1)
+
+
+def _target_logprobs(states: torch.Tensor, target: torch.Tensor, head: Head) -> torch.Tensor:
+    logp = F.log_softmax(_acc(head(states)), dim=-1)
+    return logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+
+def head_next_token_logprobs(states: torch.Tensor, head: Head, input_ids: torch.Tensor, mask: torch.Tensor,
+                             label_mask: torch.Tensor | None = None, *, chunk: int,
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`next_token_logprobs` of ``head(states)``, ``chunk`` positions at a time."""
+    logp = _chunked(_target_logprobs, states[:, :-1], [input_ids[:, 1:]], head, chunk)
+    valid = (mask[:, 1:] * mask[:, :-1]).to(logp.dtype)
+    if label_mask is not None:
+        valid = valid * label_mask[:, 1:].to(logp.dtype)
+    return logp * valid, valid
+
+
+def head_sequence_nll(states: torch.Tensor, head: Head, input_ids: torch.Tensor, mask: torch.Tensor,
+                      label_mask: torch.Tensor | None = None, *, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sequence_nll` of ``head(states)``, ``chunk`` positions at a time."""
+    logp, valid = head_next_token_logprobs(states, head, input_ids, mask, label_mask, chunk=chunk)
+    return -logp.sum(-1), valid.sum(-1)
+
+
+def head_mean_nll(states: torch.Tensor, head: Head, input_ids: torch.Tensor, mask: torch.Tensor,
+                  pairs: float | None = None, *, chunk: int) -> torch.Tensor:
+    """:func:`mean_nll` of ``head(states)``, ``chunk`` positions at a time."""
+    logp, valid = head_next_token_logprobs(states, head, input_ids, mask, chunk=chunk)
+    return -logp.sum() / (valid.sum().clamp_min(1) if pairs is None else pairs)
+
+
+def _reference_logprobs(ref_states: torch.Tensor, head: Head, dtype: torch.dtype) -> torch.Tensor:
+    with torch.no_grad():
+        return F.log_softmax(_acc(head(ref_states)), dim=-1).to(dtype)
+
+
+def _kl_positions(states: torch.Tensor, ref_states: torch.Tensor, head: Head) -> torch.Tensor:
+    logq = F.log_softmax(_acc(head(states)), dim=-1)
+    logp = _reference_logprobs(ref_states, head, logq.dtype)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def _mse_positions(states: torch.Tensor, ref_states: torch.Tensor, head: Head) -> torch.Tensor:
+    logq = F.log_softmax(_acc(head(states)), dim=-1)
+    return (logq - _reference_logprobs(ref_states, head, logq.dtype)).pow(2).mean(-1)
+
+
+def head_kl_ref_theta(states: torch.Tensor, ref_states: torch.Tensor, head: Head, mask: torch.Tensor,
+                      tokens: float | None = None, *, chunk: int) -> torch.Tensor:
+    """:func:`kl_ref_theta` of ``head(states)`` against ``head(ref_states)``, ``chunk`` positions at a time."""
+    kl = _chunked(_kl_positions, states, [ref_states], head, chunk)
+    return (kl * mask.to(kl.dtype)).sum() / _count(mask, tokens)
+
+
+def head_logsoftmax_mse(states: torch.Tensor, ref_states: torch.Tensor, head: Head, mask: torch.Tensor,
+                        tokens: float | None = None, *, chunk: int) -> torch.Tensor:
+    """:func:`logsoftmax_mse` of ``head(states)`` against ``head(ref_states)``, ``chunk`` positions at a time."""
+    sq = _chunked(_mse_positions, states, [ref_states], head, chunk)
+    return (sq * mask.to(sq.dtype)).sum() / _count(mask, tokens)

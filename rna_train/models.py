@@ -332,6 +332,29 @@ def layer_output(model: nn.Module, layer: int, input_ids: torch.Tensor, attentio
 
 
 
+def head_input(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               *, forward: Callable[..., Any] | None = None) -> torch.Tensor:
+    """The states entering the output head (after the final norm), batch x seq x d; the head never runs.
+
+    ``forward`` runs instead of ``model`` (e.g. with original values swapped in); the forward
+    stops at the head, so it is only for unwrapped models (see :func:`layer_output`).
+    """
+    store: list[torch.Tensor] = []
+
+    def hook(_mod: nn.Module, args: Any) -> None:
+        store.append(args[0])
+        raise _Truncate
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        (forward or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Truncate:
+        pass
+    finally:
+        handle.remove()
+    return store[0]
+
+
 def original_values(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
     """Detached copies of the named parameters: the frozen reference without a second model.
 

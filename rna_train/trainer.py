@@ -393,7 +393,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
                           generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
                           truncate=truncate, counts=counts, originals=originals, shared_layers=shared_layers,
-                          cache=cache)
+                          cache=cache, head_chunk_bytes=int(t.head_chunk_mib * 2**20))
         with _out_of_memory_advice(cfg, step):
             sums = _accumulate(accelerator, wrapped, method, ctx, topic,
                                [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
@@ -491,9 +491,9 @@ def _prefill(prep: Prepared, accelerator: Any, model: nn.Module, originals: dict
                   for chunk in length_sorted_chunks([len(s) for s in prep.retain.sequences], retain, size)]
                  if prep.retain is not None else [])
     cache = ReferenceCache(int(t.reference_cache_gib * 2**30))
-    ctx = StepContext(model=model, forward=model, reference=prep.reference,
-                      rna=prep.rna, step=0, truncate=truncate, originals=originals, shared_layers=shared_layers,
-                      cache=cache)
+    ctx = StepContext(model=model, forward=model, reference=prep.reference, rna=prep.rna, step=0, truncate=truncate,
+                      originals=originals, shared_layers=shared_layers, cache=cache,
+                      head_chunk_bytes=int(t.head_chunk_mib * 2**20))
     start = time.perf_counter()
     with accelerator.autocast():
         prefill(ctx, prep.method, f_batches, r_batches, progress=t.progress and accelerator.is_local_main_process)

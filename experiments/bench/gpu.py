@@ -1,10 +1,13 @@
 """The one-shot GPU benchmark: a 7B-shaped bf16 Llama, this trainer vs the reference-style run.
 
-RMU and NPO+KL, each execution in its own fresh process (run in turn: trainer, reference), a
-warm-up step plus ``--steps`` timed steps at batch 4 x 512 tokens, l = 7. Per run: median step
-time, tokens/s, peak ``max_memory_allocated`` and achieved TFLOP/s (FLOPs of one extra step
-counted by ``torch.utils.flop_counter``, divided by the median step time) against the card's
-dense bf16 peak. The JSON is rewritten after every run, so a time-out keeps what finished.
+Every method (RMU, Adaptive RMU, RSV, NPO+KL, SimNPO+KL), each execution in its own fresh process
+(run in turn: trainer, reference), a warm-up step plus ``--steps`` timed steps at batch 4 x 512
+tokens, l = 7; then RNA (nu = 0.01) on for RMU (target) and NPO+KL (target and input), and RMU on
+a Llama-3-70B-shaped model with this trainer (embeddings + layers 0..7, what it loads). Per run:
+median step time, the reference pass before step 1, tokens/s, peak ``max_memory_allocated`` and
+achieved TFLOP/s (FLOPs of one extra step counted by ``torch.utils.flop_counter``, divided by the
+median step time) against the card's dense bf16 peak. The JSON is rewritten after every run, so
+a time-out keeps what finished.
 
     python experiments/bench/gpu.py [--out DIR] [--steps 3] [--tiny]   # --tiny: CPU smoke test
 """
@@ -25,6 +28,8 @@ log = logging.getLogger("bench.gpu")
 
 SEVEN_B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
            "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 4096}
+SEVENTY_B = {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64,
+             "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 10, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 500, "max_position_embeddings": 128}
 #: Dense bf16 peak of the cards this runs on (H100 SXM and H200 share it), TFLOP/s.
@@ -53,25 +58,30 @@ def main(argv: list[str] | None = None) -> int:
 
         result["device"] = torch.cuda.get_device_name(0)
     runs: dict[str, object] = result["runs"]  # type: ignore[assignment]
-    for method in ("rmu", "npo_kl"):
-        for impl in ("trainer", "reference"):
-            spec = {**base, "method": method, "impl": impl}
-            start = time.perf_counter()
-            try:
-                proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(spec)], text=True,
-                                      capture_output=True, timeout=args.timeout, check=False)
-                lines = proc.stdout.strip().splitlines()
-                entry = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-                    "error": proc.stderr.strip().splitlines()[-3:]}
-            except subprocess.TimeoutExpired:
-                entry = {"error": f"timed out after {args.timeout} s"}
-            entry["wall_s"] = time.perf_counter() - start
-            if entry.get("flops"):
-                entry["tflops_per_s"] = entry["flops"] / entry["step_s"] / 1e12
-                entry["mfu"] = entry["tflops_per_s"] / BF16_PEAK_TFLOPS
-            runs[f"{method}/{impl}"] = entry
-            log.info("%s/%s: %s", method, impl, {k: v for k, v in entry.items() if k != "step_times"})
-            (out / "bench_gpu.json").write_text(json.dumps(result, indent=1))
+    methods = ("rmu", "adaptive_rmu", "rsv", "npo_kl", "simnpo_kl")
+    jobs = [(f"{m}/{impl}", {"method": m, "impl": impl}) for m in methods for impl in ("trainer", "reference")]
+    jobs += [(f"{m}/trainer/rna_{mode}", {"method": m, "impl": "trainer", "nu": 0.01, "rna_mode": mode})
+             for m, mode in (("rmu", "target"), ("npo_kl", "target"), ("npo_kl", "input"))]
+    jobs.append(("rmu/trainer/llama3_70b_shape", {"method": "rmu", "impl": "trainer",
+                                                  "shape": TINY if args.tiny else SEVENTY_B}))
+    for name, overrides in jobs:
+        spec = {**base, **overrides}
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(spec)], text=True,
+                                  capture_output=True, timeout=args.timeout, check=False)
+            lines = proc.stdout.strip().splitlines()
+            entry = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
+                "error": proc.stderr.strip().splitlines()[-3:]}
+        except subprocess.TimeoutExpired:
+            entry = {"error": f"timed out after {args.timeout} s"}
+        entry["wall_s"] = time.perf_counter() - start
+        if entry.get("flops"):
+            entry["tflops_per_s"] = entry["flops"] / entry["step_s"] / 1e12
+            entry["mfu"] = entry["tflops_per_s"] / BF16_PEAK_TFLOPS
+        runs[name] = entry
+        log.info("%s: %s", name, {k: v for k, v in entry.items() if k != "step_times"})
+        (out / "bench_gpu.json").write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -37,7 +37,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "cuda": {"dtype": "bf16", "batch": 4, "seq": 512, "layer": 7},
 }
 METHODS = ("rmu", "adaptive_rmu", "rsv", "npo_kl", "simnpo_kl")
-RNA_METHODS = ("rmu", "npo_kl")
+#: Methods measured with RNA on vs off, and the RNA modes measured for each (target: the paper's).
+RNA_METHODS: dict[str, tuple[str, ...]] = {"rmu": ("target",), "npo_kl": ("target", "input")}
 RNA_NU = 0.01
 
 
@@ -68,9 +69,11 @@ def _summary(results: list[dict[str, Any]], idle_bytes: int) -> dict[str, Any]:
     times = [t for r in results for t in r["step_times"]]
     step = statistics.median(times)
     peak = statistics.median(r["peak_bytes"] for r in results) - idle_bytes
+    prefill = statistics.median(r.get("prefill_per_step_s", 0.0) for r in results)
     return {"step_s": step, "tokens_per_s": results[0]["tokens_per_s"] * results[0]["step_s"] / step,
             "peak_mib": peak / 2**20, "steps_timed": len(times), "params": results[0]["params"],
-            "step_times": times}
+            "prefill_per_step_s": prefill, "step_with_prefill_s": step + prefill,
+            "round_medians": [statistics.median(r["step_times"]) for r in results], "step_times": times}
 
 
 def _tokenizer(folder: Path) -> Path:
@@ -90,7 +93,7 @@ def _tokenizer(folder: Path) -> Path:
 
 
 def run_bench(methods: Sequence[str], device: str, *, steps: int = 5, rounds: int = 2, evaluate: bool = True,
-              rna: bool = True, threads: int | None = None) -> dict[str, Any]:
+              rna: bool = True, threads: int | None = None, head_chunk_mib: float = 8.0) -> dict[str, Any]:
     """Measure everything and return the results (see module docstring)."""
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -99,23 +102,32 @@ def run_bench(methods: Sequence[str], device: str, *, steps: int = 5, rounds: in
     if device not in SHAPES:
         raise RNAError(f"unknown device {device!r}", where="--device", fix="use cpu or cuda")
     base = {"kind": "train", "shape": SHAPES[device], **SETTINGS[device], "steps": steps, "device": device,
-            "threads": threads}
+            "threads": threads, "head_chunk_mib": head_chunk_mib}
     idle_bytes = _worker({"kind": "idle", "threads": threads})["peak_bytes"] if device == "cpu" else 0
     report: dict[str, Any] = {"device": device, "shape": SHAPES[device], **SETTINGS[device], "steps": steps,
-                              "rounds": rounds, "idle_rss_mib": idle_bytes / 2**20, "methods": {}, "rna": {}}
+                              "rounds": rounds, "idle_rss_mib": idle_bytes / 2**20, "head_chunk_mib": head_chunk_mib,
+                              "methods": {}, "rna": {}}
     for method in methods:
         runs = _alternate({impl: {**base, "method": method, "impl": impl, "nu": 0.0}
                            for impl in ("trainer", "reference")}, rounds)
         mine, ref = _summary(runs["trainer"], idle_bytes), _summary(runs["reference"], idle_bytes)
         report["methods"][method] = {"trainer": mine, "reference": ref,
                                      "time_ratio": mine["step_s"] / ref["step_s"],
+                                     "time_ratio_with_prefill": mine["step_with_prefill_s"] / ref["step_s"],
                                      "memory_ratio": mine["peak_mib"] / ref["peak_mib"]}
     if rna:
         for method in (m for m in RNA_METHODS if m in methods):
-            runs = _alternate({f"nu={nu}": {**base, "method": method, "impl": "trainer", "nu": nu}
-                               for nu in (0.0, RNA_NU)}, rounds)
-            off, on = _summary(runs["nu=0.0"], idle_bytes), _summary(runs[f"nu={RNA_NU}"], idle_bytes)
-            report["rna"][method] = {"off": off, "on": on, "time_ratio": on["step_s"] / off["step_s"]}
+            modes = RNA_METHODS[method]
+            specs = {"off": {**base, "method": method, "impl": "trainer", "nu": 0.0},
+                     **{mode: {**base, "method": method, "impl": "trainer", "nu": RNA_NU, "rna_mode": mode}
+                        for mode in modes}}
+            runs = _alternate(specs, rounds)
+            off = _summary(runs["off"], idle_bytes)
+            entry: dict[str, Any] = {"off": off}
+            for mode in modes:
+                on = _summary(runs[mode], idle_bytes)
+                entry[mode] = {**on, "time_ratio": on["step_s"] / off["step_s"]}
+            report["rna"][method] = entry
     if evaluate:
         with tempfile.TemporaryDirectory() as tmp:
             spec = {"kind": "eval", "shape": SHAPES[device], "dtype": SETTINGS[device]["dtype"], "device": device,
@@ -132,20 +144,24 @@ def format_report(report: dict[str, Any]) -> str:
     shape = report["shape"]
     lines = [f"device {report['device']}, {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, "
              f"{report['dtype']}, batch {report['batch']} x {report['seq']} (forget + retain), l = {report['layer']}, "
-             f"median of {report['steps']} steps x {report['rounds']} fresh-process rounds",
-             "", "| method | execution | step s | tokens/s | peak MiB | time ratio | memory ratio |",
-             "|---|---|---|---|---|---|---|"]
+             f"median of {report['steps']} steps x {report['rounds']} fresh-process rounds, "
+             f"train.head_chunk_mib = {report['head_chunk_mib']}",
+             "", "| method | execution | step s | reference pass s/step | tokens/s | peak MiB | time ratio "
+             "| with reference pass | memory ratio |", "|---|---|---|---|---|---|---|---|---|"]
     for method, entry in report["methods"].items():
         for impl in ("trainer", "reference"):
             e = entry[impl]
-            ratios = (f"{entry['time_ratio']:.3f} | {entry['memory_ratio']:.3f}" if impl == "trainer" else "1 | 1")
-            lines.append(f"| {method} | {impl} | {e['step_s']:.3f} | {e['tokens_per_s']:.0f} | {e['peak_mib']:.0f} "
-                         f"| {ratios} |")
+            ratios = (f"{entry['time_ratio']:.3f} | {entry['time_ratio_with_prefill']:.3f} | "
+                      f"{entry['memory_ratio']:.3f}" if impl == "trainer" else "1 | 1 | 1")
+            lines.append(f"| {method} | {impl} | {e['step_s']:.3f} | {e['prefill_per_step_s']:.3f} "
+                         f"| {e['tokens_per_s']:.0f} | {e['peak_mib']:.0f} | {ratios} |")
     if report["rna"]:
-        lines += ["", f"| method | RNA off step s | RNA on (nu={RNA_NU}) step s | on/off |", "|---|---|---|---|"]
+        lines += ["", f"| method | RNA mode (nu={RNA_NU}) | off step s | on step s | on/off |", "|---|---|---|---|---|"]
         for method, entry in report["rna"].items():
-            lines.append(f"| {method} | {entry['off']['step_s']:.3f} | {entry['on']['step_s']:.3f} "
-                         f"| {entry['time_ratio']:.3f} |")
+            for mode, on in entry.items():
+                if mode != "off":
+                    lines.append(f"| {method} | {mode} | {entry['off']['step_s']:.3f} | {on['step_s']:.3f} "
+                                 f"| {on['time_ratio']:.3f} |")
     if "eval" in report:
         e = report["eval"]
         lines += ["", "| scorer | seconds | questions/s |", "|---|---|---|",

@@ -5,7 +5,8 @@ Two executions of the same losses on the same synthetic batches:
 * ``trainer``: this project's step (:class:`rna_train.methods.base.StepContext` +
   ``Method.loss``): for RMU / Adaptive RMU / RSV only the embeddings and layers ``0..l`` exist
   (what the trainer loads from a checkpoint), the reference is the live model with the 3 original
-  matrices swapped in, layers below the first trainable one run once per batch, forwards stop
+  matrices swapped in, a timed reference pass before step 1 caches what the steps read from the
+  reference (:mod:`rna_train.refcache`; the trainer's ``train.reference_cache``), forwards stop
   after layer ``l``;
 * ``reference``: the reference code's execution: the full model plus a deep-copied frozen model,
   every forward through all layers and the output head, layer outputs read by forward hooks
@@ -32,6 +33,7 @@ from rna_train.config import TopicConfig
 from rna_train.methods import get_method
 from rna_train.methods.base import Setup, StepContext
 from rna_train.models import edit_layer_output, original_values, select_trainable
+from rna_train.refcache import ReferenceCache, prefill
 from rna_train.rna import RNA
 
 #: Method name -> (registry name, retain loss). ``npo_kl`` and ``simnpo_kl`` are the paper's PO recipes.
@@ -160,7 +162,8 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     method_cls = get_method(name)
     options = method_cls.Options(layer=layer, retain_loss=retain)
     method = method_cls(options, Setup(hidden_size=shape["hidden_size"], topics=topics, seed=0, tokenizer=None))
-    rna = RNA(mode="target" if nu else "off", layer=layer,
+    rna_mode = spec.get("rna_mode", "target")
+    rna = RNA(mode=rna_mode if nu else "off", layer=layer,
               schedule=NoiseSchedule(nu=nu) if nu else None, seed=0)
     frozen = None
     originals = None
@@ -176,6 +179,20 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     retain_b = _batches(vocab, spec["batch"], spec["seq"], steps + 1, 2, device)
     direction = method.directions[0].to(device) if hasattr(method, "directions") else None
     gen = torch.Generator(device=device).manual_seed(0)
+    cache, prefill_s = None, 0.0
+    shared = min(trainable_layers)
+    chunk_bytes = int(float(spec.get("head_chunk_mib", 8.0)) * 2**20)  # the trainer's train.head_chunk_mib
+    if spec["impl"] == "trainer" and spec.get("cache", True):
+        cache = ReferenceCache(budget_bytes=2**40)  # host memory, as in the trainer
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        prefill(StepContext(model=model, forward=model, reference=None, rna=rna, step=0, originals=originals,
+                            shared_layers=shared, cache=cache, head_chunk_bytes=chunk_bytes),
+                method, [(0, b) for b in forget], retain_b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        prefill_s = time.perf_counter() - start
     times = []
     for step in range(steps + 1):
         f, r = forget[step], retain_b[step]
@@ -189,7 +206,7 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=step,
                               generator=rna.generator(step, device) if rna.active else None,
-                              originals=originals, shared_layers=min(trainable_layers))
+                              originals=originals, shared_layers=shared, cache=cache, head_chunk_bytes=chunk_bytes)
             loss, _ = method.loss(ctx, f, r, 0, backward=torch.Tensor.backward)  # as the trainer does
         if loss.requires_grad:
             loss.backward()
@@ -211,8 +228,10 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
                     loss = reference_loss(spec["method"], model, frozen, f, r, layer=layer, direction=direction,
                                           nu=nu, gen=gen)
                 else:
-                    ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=0,
-                                      originals=originals, shared_layers=min(trainable_layers))
+                    # full logits here: the flop counter's module tracker cannot follow the chunked
+                    # losses' inner autograd.grad, and the executed FLOPs are the same
+                    ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=0, originals=originals,
+                                      shared_layers=shared, cache=cache)
                     loss, _ = method.loss(ctx, f, r, 0, backward=torch.Tensor.backward)
                 if loss.requires_grad:
                     loss.backward()
@@ -224,7 +243,8 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     n_params = sum(p.numel() for p in model.parameters())
     return {"step_s": statistics.median(times), "step_times": times, "tokens_per_s": tokens / statistics.median(times),
             "peak_bytes": peak_memory(device), "build_s": build_s, "params": n_params, "flops": flops,
-            "loss": float(loss.detach())}
+            "loss": float(loss.detach()), "prefill_s": prefill_s, "prefill_per_step_s": prefill_s / (steps + 1),
+            "cache_gib": cache.state_bytes / 2**30 if cache is not None else 0.0}
 
 
 def eval_pass(spec: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process (after one warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per configuration")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--head-chunk-mib", type=float, default=8.0,
+                        help="the trainer's train.head_chunk_mib (0: full logits)")
     parser.add_argument("--no-eval", action="store_true", help="skip the scoring benchmark")
     parser.add_argument("--no-rna", action="store_true", help="skip RNA on vs off")
     parser.add_argument("--json", action="store_true", help="print the full results as JSON")
@@ -49,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmarks and print the tables (or JSON)."""
     if args.steps < 1 or args.rounds < 1:
         raise RNAError("--steps and --rounds must be at least 1", where="rna bench", fix="pass positive counts")
+    if args.head_chunk_mib < 0:
+        raise RNAError("--head-chunk-mib must be >= 0", where="rna bench", fix="pass 0 (full logits) or a size")
     bench = _load()
     report = bench.run_bench(args.method or list(METHODS), args.device, steps=args.steps, rounds=args.rounds,
-                             evaluate=not args.no_eval, rna=not args.no_rna, threads=args.threads)
+                             evaluate=not args.no_eval, rna=not args.no_rna, threads=args.threads,
+                             head_chunk_mib=args.head_chunk_mib)
     sys.stdout.write((json.dumps(report, indent=1) if args.json else bench.format_report(report)) + "\n")
     return 0

@@ -18,7 +18,14 @@ from torch import nn
 from rna_theory.errors import RNAError
 from rna_train import arch, losses
 from rna_train.config import TopicConfig, field
-from rna_train.models import forward_with, layer_output, output_hidden, prefix_output, replay_prefix
+from rna_train.models import (
+    forward_with,
+    head_input,
+    layer_output,
+    output_hidden,
+    prefix_output,
+    replay_prefix,
+)
 from rna_train.refcache import ReferenceCache
 from rna_train.rna import RNA, step_seed
 
@@ -80,6 +87,9 @@ class StepContext:
     shared_layers: int = 0
     #: Reference outputs computed before training (:mod:`rna_train.refcache`); None: none.
     cache: ReferenceCache | None = None
+    #: Largest float32 logits block (bytes) the next-token losses hold at once: the output head is
+    #: applied a chunk of positions at a time and recomputed in the backward pass (0: full logits).
+    head_chunk_bytes: int = 0
     _prefix: dict[int, tuple[torch.Tensor, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     def tokens(self, corpus: str) -> float | None:
@@ -123,6 +133,66 @@ class StepContext:
         with self.shared_prefix(batch):
             return self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                 use_cache=False).logits
+
+    def output_head(self) -> losses.Head | None:
+        """The output head for chunked losses, or None: full logits from the model's forward.
+
+        Needs a forward that may stop before the head (not a distributed wrapper), a frozen head
+        and a family whose logits are the head's output (:func:`rna_train.arch.logits_head`).
+        """
+        if not self.head_chunk_bytes or not self.truncate:
+            return None
+        head = self.model.get_output_embeddings()
+        if head is None or any(p.requires_grad for p in head.parameters()):
+            return None
+        return arch.logits_head(self.model)
+
+    def head_chunk(self, batch: dict[str, torch.Tensor]) -> int:
+        """Positions per chunk so that a chunk's float32 logits stay within ``head_chunk_bytes``."""
+        vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        return max(1, self.head_chunk_bytes // (batch["input_ids"].shape[0] * vocab * 4))
+
+    def head_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Updated model's states entering the output head on ``batch`` (with gradients)."""
+        with self.shared_prefix(batch):
+            return head_input(self.model, batch["input_ids"], batch["attention_mask"], forward=self.forward)
+
+    @torch.no_grad()
+    def ref_head_states(self, batch: dict[str, torch.Tensor], *, noisy: bool = False) -> torch.Tensor:
+        """Frozen model's states entering the output head; ``noisy``: with target-mode RNA."""
+        upto = self.reference_layer(None, noisy)
+        with self._reference_inputs(batch, upto), self._noise(noisy, batch):
+            return head_input(self.require_reference(), batch["input_ids"], batch["attention_mask"],
+                              forward=self._reference_forward())
+
+    def sequence_nll(self, batch: dict[str, torch.Tensor], label_mask: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Updated model's per-sequence summed NLL and scored-token counts (:func:`losses.sequence_nll`)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        head = self.output_head()
+        if head is None:
+            return losses.sequence_nll(self.logits(batch), ids, mask, label_mask)
+        return losses.head_sequence_nll(self.head_states(batch), head, ids, mask, label_mask,
+                                        chunk=self.head_chunk(batch))
+
+    @torch.no_grad()
+    def ref_sequence_nll(self, batch: dict[str, torch.Tensor], label_mask: torch.Tensor | None = None,
+                         ) -> torch.Tensor:
+        """Frozen model's per-sequence summed NLL."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        head = self.output_head()
+        if head is None:
+            return losses.sequence_nll(self.ref_logits(batch), ids, mask, label_mask)[0]
+        return losses.head_sequence_nll(self.ref_head_states(batch), head, ids, mask, label_mask,
+                                        chunk=self.head_chunk(batch))[0]
+
+    def mean_nll(self, batch: dict[str, torch.Tensor], pairs: float | None) -> torch.Tensor:
+        """Updated model's token-mean NLL (:func:`losses.mean_nll`)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        head = self.output_head()
+        if head is None:
+            return losses.mean_nll(self.logits(batch), ids, mask, pairs)
+        return losses.head_mean_nll(self.head_states(batch), head, ids, mask, pairs, chunk=self.head_chunk(batch))
 
     def require_reference(self) -> nn.Module:
         """The module the frozen reference runs on (RNA's target-mode hooks go there).
@@ -359,6 +429,13 @@ def retain_term(ctx: StepContext, batch: dict[str, torch.Tensor], kind: str, lay
             hidden = ctx.hidden(batch, layer)
         return losses.masked_mse(hidden, target, mask, ctx.tokens("retain"))
     if kind in ("kl", "mse"):
+        head = ctx.output_head()
+        if head is not None:
+            ref_states = ctx.ref_head_states(batch, noisy=True)
+            with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+                states = ctx.head_states(batch)
+            term = losses.head_kl_ref_theta if kind == "kl" else losses.head_logsoftmax_mse
+            return term(states, ref_states, head, mask, ctx.tokens("retain"), chunk=ctx.head_chunk(batch))
         ref_logits = ctx.ref_logits(batch, noisy=True)
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
             logits = ctx.logits(batch)
@@ -367,8 +444,7 @@ def retain_term(ctx: StepContext, batch: dict[str, torch.Tensor], kind: str, lay
         return losses.logsoftmax_mse(logits, ref_logits, mask, ctx.tokens("retain"))
     if kind == "nll":
         with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
-            logits = ctx.logits(batch)
-        return losses.mean_nll(logits, batch["input_ids"], mask, ctx.pairs("retain"))
+            return ctx.mean_nll(batch, ctx.pairs("retain"))
     raise RNAError(f"unknown retain loss {kind!r}", where="method.retain_loss",
                    fix=f"use one of {', '.join(RETAIN_LOSSES)}")
 

@@ -104,8 +104,7 @@ class DPO(Method):
 
     def reference_nll(self, ctx: StepContext, key: str, pair: dict[str, torch.Tensor]) -> torch.Tensor:
         """Reference NLL of the answer tokens of ``pair`` (``key``: chosen or rejected), cached per sequence."""
-        return self.reference_values(ctx, key, pair, lambda: losses.sequence_nll(
-            ctx.ref_logits(pair), pair["input_ids"], pair["attention_mask"], pair["label_mask"])[0])
+        return self.reference_values(ctx, key, pair, lambda: ctx.ref_sequence_nll(pair, pair["label_mask"]))
 
     def prefill_forget(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int) -> None:
         """Cache the reference NLL of the refusal and forget answers built from ``batch`` (and their shared prefix)."""
@@ -119,8 +118,7 @@ class DPO(Method):
         """DPO loss; logs the policy's chosen-minus-rejected log-ratio margin."""
         logp = {}
         for key, pair in zip(("chosen", "rejected"), self.pairs(batch), strict=True):
-            nll, _ = losses.sequence_nll(ctx.logits(pair), pair["input_ids"], pair["attention_mask"],
-                                         pair["label_mask"])
+            nll, _ = ctx.sequence_nll(pair, pair["label_mask"])
             logp[key], logp[f"{key}_ref"] = -nll, -self.reference_nll(ctx, key, pair)
         loss = losses.dpo_loss(logp["chosen"], logp["chosen_ref"], logp["rejected"], logp["rejected_ref"],
                                self.options.beta)

@@ -6,7 +6,6 @@ import dataclasses
 
 import torch
 
-from rna_train import losses
 from rna_train.config import field
 from rna_train.methods import register
 from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, Method, MethodOptions, StepContext
@@ -31,5 +30,5 @@ class GA(Method):
     def forget_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor],
                     topic: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Negative token-mean NLL of the forget batch."""
-        nll = losses.mean_nll(ctx.logits(batch), batch["input_ids"], batch["attention_mask"], ctx.pairs("forget"))
+        nll = ctx.mean_nll(batch, ctx.pairs("forget"))
         return -nll, {"forget_nll": float(nll.detach())}

@@ -36,8 +36,7 @@ class NPO(Method):
 
     def reference_nll(self, ctx: StepContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each forget sequence's summed NLL under the reference (cached per sequence)."""
-        return self.reference_values(ctx, "nll", batch, lambda: losses.sequence_nll(
-            ctx.ref_logits(batch), batch["input_ids"], batch["attention_mask"])[0])
+        return self.reference_values(ctx, "nll", batch, lambda: ctx.ref_sequence_nll(batch))
 
     def prefill_forget(self, ctx: StepContext, batch: dict[str, torch.Tensor], topic: int) -> None:
         """Cache the reference NLL of ``batch``'s forget sequences."""
@@ -46,6 +45,6 @@ class NPO(Method):
     def forget_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor],
                     topic: int) -> tuple[torch.Tensor, dict[str, float]]:
         """NPO loss on the forget batch; logs the mean per-token forget NLL."""
-        nll, count = losses.sequence_nll(ctx.logits(batch), batch["input_ids"], batch["attention_mask"])
+        nll, count = ctx.sequence_nll(batch)
         loss = losses.npo_loss(nll, self.reference_nll(ctx, batch), self.options.beta)
         return loss, {"forget_nll": float(nll.detach().sum() / count.sum().clamp_min(1))}

@@ -36,6 +36,6 @@ class SimNPO(Method):
     def forget_loss(self, ctx: StepContext, batch: dict[str, torch.Tensor],
                     topic: int) -> tuple[torch.Tensor, dict[str, float]]:
         """SimNPO loss on the forget batch; logs the mean per-token forget NLL."""
-        nll, count = losses.sequence_nll(ctx.logits(batch), batch["input_ids"], batch["attention_mask"])
+        nll, count = ctx.sequence_nll(batch)
         loss = losses.simnpo_loss(nll, count, self.options.beta, self.options.gamma)
         return loss, {"forget_nll": float(nll.detach().sum() / count.sum().clamp_min(1))}
