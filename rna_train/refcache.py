@@ -48,6 +48,9 @@ class ReferenceCache:
         self._shapes: dict[int, int | None] = {}
         self._refused: set[int] = set()
         self.state_bytes = 0
+        #: The last batches' keys, by tensor identity: a step looks the same batch up several times,
+        #: and each :meth:`keys` reads the ids back from the accelerator.
+        self._recent: list[tuple[tuple[torch.Tensor, ...], list[bytes]]] = []
 
     @staticmethod
     def keys(batch: Batch) -> list[bytes]:
@@ -69,9 +72,20 @@ class ReferenceCache:
             out.append(h.digest())
         return out
 
+    def _keys(self, batch: Batch) -> list[bytes]:
+        """:meth:`keys`, remembered for the few most recent batches (compared by tensor identity)."""
+        tensors = tuple(t for t in (batch["input_ids"], batch["attention_mask"], batch.get("label_mask"))
+                        if t is not None)
+        for seen, keys in self._recent:
+            if len(seen) == len(tensors) and all(a is b for a, b in zip(seen, tensors, strict=True)):
+                return keys
+        keys = self.keys(batch)
+        self._recent = [(tensors, keys), *self._recent[:7]]
+        return keys
+
     def values(self, name: str, batch: Batch, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Per-row values ``name`` of ``batch`` (shape: rows), computed by ``compute`` only if missing."""
-        keys = self.keys(batch)
+        keys = self._keys(batch)
         found = [self._values.get((name, k)) for k in keys]
         if all(v is not None for v in found):
             return torch.stack(found).to(batch["input_ids"].device)  # type: ignore[arg-type]
@@ -82,7 +96,7 @@ class ReferenceCache:
 
     def has_states(self, batch: Batch, layer: int) -> bool:
         """Whether every row of ``batch`` has layer ``layer``'s output cached."""
-        return layer in self._shapes and all((layer, k) in self._states for k in self.keys(batch))
+        return layer in self._shapes and all((layer, k) in self._states for k in self._keys(batch))
 
     def stored_layers(self) -> list[int]:
         """Layers with at least one cached state, ascending."""
@@ -96,7 +110,7 @@ class ReferenceCache:
         """
         if layer not in self._shapes:
             return None
-        keys = self.keys(batch)
+        keys = self._keys(batch)
         rows = [self._states.get((layer, k)) for k in keys]
         if any(r is None for r in rows):
             return None
@@ -117,7 +131,7 @@ class ReferenceCache:
             return False
         hidden = output_hidden(output).detach()
         mask = batch["attention_mask"].bool()
-        new = [(k, hidden[r][mask[r]]) for r, k in enumerate(self.keys(batch)) if (layer, k) not in self._states]
+        new = [(k, hidden[r][mask[r]]) for r, k in enumerate(self._keys(batch)) if (layer, k) not in self._states]
         size = sum(t.numel() * t.element_size() for _, t in new)
         if self.state_bytes + size > self.budget_bytes:
             self._refuse(layer, f"the cache budget of {self.budget_bytes / 2**30:.2f} GiB is reached "

@@ -2,14 +2,14 @@
 
 Every method (RMU, Adaptive RMU, RSV, NPO+KL, SimNPO+KL), each execution in its own fresh process
 (run in turn: trainer, reference), a warm-up step plus ``--steps`` timed steps at batch 4 x 512
-tokens, l = 7; then RNA (nu = 0.01) on for RMU (target) and NPO+KL (target and input), and RMU on
-a Llama-3-70B-shaped model with this trainer (embeddings + layers 0..7, what it loads). Per run:
+tokens, l = 7; then RNA (nu = 0.01) on for RMU (target) and NPO+KL (target and input), NPO+KL and
+SimNPO+KL with full logits (``train.head_chunk_mib=0``), and RMU on a Llama-3-70B-shaped model with this trainer (embeddings + layers 0..7, what it loads). Per run:
 median step time, the reference pass before step 1, tokens/s, peak ``max_memory_allocated`` and
 achieved TFLOP/s (FLOPs of one extra step counted by ``torch.utils.flop_counter``, divided by the
 median step time) against the card's dense bf16 peak. The JSON is rewritten after every run, so
 a time-out keeps what finished.
 
-    python experiments/bench/gpu.py [--out DIR] [--steps 3] [--tiny]   # --tiny: CPU smoke test
+    python experiments/bench/gpu.py [--out DIR] [--steps 3] [--only NAME,...] [--tiny]   # --tiny: CPU smoke test
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="tiny model on the CPU (smoke test)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    parser.add_argument("--only", default=None, help="comma-separated run names (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = "cpu" if args.tiny else "cuda"
@@ -62,8 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(f"{m}/{impl}", {"method": m, "impl": impl}) for m in methods for impl in ("trainer", "reference")]
     jobs += [(f"{m}/trainer/rna_{mode}", {"method": m, "impl": "trainer", "nu": 0.01, "rna_mode": mode})
              for m, mode in (("rmu", "target"), ("npo_kl", "target"), ("npo_kl", "input"))]
+    jobs += [(f"{m}/trainer/full_logits", {"method": m, "impl": "trainer", "head_chunk_mib": 0.0})
+             for m in ("npo_kl", "simnpo_kl")]
     jobs.append(("rmu/trainer/llama3_70b_shape", {"method": "rmu", "impl": "trainer",
                                                   "shape": TINY if args.tiny else SEVENTY_B}))
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = sorted(set(wanted) - {name for name, _ in jobs})
+        if unknown:
+            parser.error(f"unknown run(s) {unknown}; known: {[name for name, _ in jobs]}")
+        jobs = [job for job in jobs if job[0] in wanted]
     for name, overrides in jobs:
         spec = {**base, **overrides}
         start = time.perf_counter()

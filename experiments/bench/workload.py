@@ -183,13 +183,17 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     shared = min(trainable_layers)
     chunk_bytes = int(float(spec.get("head_chunk_mib", 8.0)) * 2**20)  # the trainer's train.head_chunk_mib
     if spec["impl"] == "trainer" and spec.get("cache", True):
+        def reference_pass(store: ReferenceCache, count: int) -> None:
+            prefill(StepContext(model=model, forward=model, reference=None, rna=rna, step=0, originals=originals,
+                                shared_layers=shared, cache=store, head_chunk_bytes=chunk_bytes),
+                    method, [(0, b) for b in forget[:count]], retain_b[:count])
+
+        reference_pass(ReferenceCache(budget_bytes=2**40), 1)  # warm-up (kernels, allocator), not timed
         cache = ReferenceCache(budget_bytes=2**40)  # host memory, as in the trainer
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        prefill(StepContext(model=model, forward=model, reference=None, rna=rna, step=0, originals=originals,
-                            shared_layers=shared, cache=cache, head_chunk_bytes=chunk_bytes),
-                method, [(0, b) for b in forget], retain_b)
+        reference_pass(cache, len(forget))
         if device == "cuda":
             torch.cuda.synchronize()
         prefill_s = time.perf_counter() - start

@@ -30,6 +30,8 @@ from rna_train.refcache import ReferenceCache
 from rna_train.rna import RNA, step_seed
 
 RETAIN_LOSSES = ("rm", "kl", "mse", "nll", "none")
+#: Most chunks a next-token loss is split into (``train.head_chunk_mib`` is exceeded rather than this).
+MAX_HEAD_CHUNKS = 8
 RETAIN_DOC = ("rm: MSE of layer-l hidden states; kl: KL(ref||theta); mse: log-softmax MSE; nll: plain NLL; "
               "none: no retain term")
 
@@ -148,9 +150,11 @@ class StepContext:
         return arch.logits_head(self.model)
 
     def head_chunk(self, batch: dict[str, torch.Tensor]) -> int:
-        """Positions per chunk so that a chunk's float32 logits stay within ``head_chunk_bytes``."""
+        """Positions per chunk: a chunk's float32 logits stay within ``head_chunk_bytes``, in at most
+        :data:`MAX_HEAD_CHUNKS` chunks (each chunk costs kernel launches and an autograd call)."""
+        rows, positions = batch["input_ids"].shape
         vocab = int(self.model.get_output_embeddings().weight.shape[0])
-        return max(1, self.head_chunk_bytes // (batch["input_ids"].shape[0] * vocab * 4))
+        return max(1, self.head_chunk_bytes // (rows * vocab * 4), -(-positions // MAX_HEAD_CHUNKS))
 
     def head_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Updated model's states entering the output head on ``batch`` (with gradients)."""
