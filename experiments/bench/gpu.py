@@ -3,13 +3,14 @@
 Every method (RMU, Adaptive RMU, RSV, NPO+KL, SimNPO+KL), each execution in its own fresh process
 (run in turn: trainer, reference), a warm-up step plus ``--steps`` timed steps at batch 4 x 512
 tokens, l = 7; then RNA (nu = 0.01) on for RMU (target) and NPO+KL (target and input), NPO+KL and
-SimNPO+KL with full logits (``train.head_chunk_mib=0``), and RMU on a Llama-3-70B-shaped model with this trainer (embeddings + layers 0..7, what it loads). Per run:
+SimNPO+KL with full logits (``train.head_chunk_mib=0``), and RMU on a Llama-3-70B-shaped model
+with this trainer (embeddings + layers 0..7, what it loads). Per run:
 median step time, the reference pass before step 1, tokens/s, peak ``max_memory_allocated`` and
 achieved TFLOP/s (FLOPs of one extra step counted by ``torch.utils.flop_counter``, divided by the
 median step time) against the card's dense bf16 peak. The JSON is rewritten after every run, so
 a time-out keeps what finished.
 
-    python experiments/bench/gpu.py [--out DIR] [--steps 3] [--only NAME,...] [--tiny]   # --tiny: CPU smoke test
+    python experiments/bench/gpu.py [--out DIR] [--steps 3] [--only NAME,...] [--tiny]   # --tiny: CPU smoke
 """
 
 from __future__ import annotations
