@@ -167,7 +167,7 @@ class TrainConfig:
     reference_cache_gib: float = field(8.0, min=0, doc="host memory for cached layer outputs; sequences "
                                        "beyond it are recomputed every step")
     head_chunk_mib: float = field(8.0, min=0, doc="next-token losses apply the output head to chunks of "
-                                  "positions whose float32 logits fit in this many MiB (at most 8 chunks), taking "
+                                  "positions whose float32 logits fit in this many MiB (at most 4 chunks), taking "
                                   "each chunk's gradient at once (no batch x seq x vocab tensor is kept); "
                                   "0: full logits")
 

@@ -43,7 +43,8 @@ class ReferenceCache:
         #: Where states are kept (host memory by default; the accelerator holds only a step's rows).
         self.device = torch.device(device)
         self._values: dict[tuple[str, bytes], torch.Tensor] = {}
-        self._states: dict[tuple[int, bytes], torch.Tensor] = {}
+        #: (layer, key) -> (offset of the first real token, states of the real tokens).
+        self._states: dict[tuple[int, bytes], tuple[int, torch.Tensor]] = {}
         #: Layer -> length of the layer's raw tuple output (None: the layer returns a bare tensor).
         self._shapes: dict[int, int | None] = {}
         self._refused: set[int] = set()
@@ -114,11 +115,17 @@ class ReferenceCache:
         rows = [self._states.get((layer, k)) for k in keys]
         if any(r is None for r in rows):
             return None
-        mask = batch["attention_mask"].bool()
-        first = rows[0]
-        assert first is not None
-        hidden = torch.zeros(*mask.shape, first.shape[-1], dtype=first.dtype, device=mask.device)
-        hidden[mask] = torch.cat(rows).to(mask.device, non_blocking=True)  # type: ignore[arg-type]
+        device = batch["attention_mask"].device
+        first = rows[0][1]  # type: ignore[index]
+        # Assembled where the states live (pinned host memory for an accelerator), then copied
+        # without blocking: no boolean indexing on the device, no synchronisation.
+        pin = self.device.type == "cpu" and device.type == "cuda"
+        hidden = torch.zeros(*batch["attention_mask"].shape, first.shape[-1], dtype=first.dtype, device=self.device,
+                             pin_memory=pin)
+        for r, row in enumerate(rows):
+            offset, states = row  # type: ignore[misc]
+            hidden[r, offset:offset + states.shape[0]] = states
+        hidden = hidden.to(device, non_blocking=True)
         size = self._shapes[layer]
         return hidden if size is None else (hidden, *([None] * (size - 1)))
 
@@ -130,16 +137,25 @@ class ReferenceCache:
             self._refuse(layer, "its output carries more than the hidden state (attention weights or a KV cache)")
             return False
         hidden = output_hidden(output).detach()
-        mask = batch["attention_mask"].bool()
-        new = [(k, hidden[r][mask[r]]) for r, k in enumerate(self._keys(batch)) if (layer, k) not in self._states]
-        size = sum(t.numel() * t.element_size() for _, t in new)
+        mask = batch["attention_mask"].detach().cpu().bool()
+        new = []
+        for r, key in enumerate(self._keys(batch)):
+            real = mask[r].nonzero().flatten()
+            if (layer, key) in self._states or not len(real):
+                continue
+            offset, count = int(real[0]), len(real)
+            if int(real[-1]) - offset + 1 != count:
+                self._refuse(layer, "a sequence's real tokens are not contiguous in its row")
+                return False
+            new.append((key, offset, hidden[r, offset:offset + count]))
+        size = sum(t.numel() * t.element_size() for _, _, t in new)
         if self.state_bytes + size > self.budget_bytes:
             self._refuse(layer, f"the cache budget of {self.budget_bytes / 2**30:.2f} GiB is reached "
                                 f"({self.state_bytes / 2**30:.2f} GiB held)")
             return False
         self._shapes[layer] = len(output) if isinstance(output, tuple) else None
-        for key, rows in new:
-            self._states[(layer, key)] = rows.to(self.device, copy=True)
+        for key, offset, rows in new:
+            self._states[(layer, key)] = (offset, rows.to(self.device, copy=True))
         self.state_bytes += size
         return True
 

@@ -31,7 +31,7 @@ from rna_train.rna import RNA, step_seed
 
 RETAIN_LOSSES = ("rm", "kl", "mse", "nll", "none")
 #: Most chunks a next-token loss is split into (``train.head_chunk_mib`` is exceeded rather than this).
-MAX_HEAD_CHUNKS = 8
+MAX_HEAD_CHUNKS = 4
 RETAIN_DOC = ("rm: MSE of layer-l hidden states; kl: KL(ref||theta); mse: log-softmax MSE; nll: plain NLL; "
               "none: no retain term")
 

@@ -140,6 +140,8 @@ def test_states_round_trip_through_padding_and_budget() -> None:
     assert cache.output(other, 2) is None and cache.output(_batch([[4]], 1), 3) is None
     assert not cache.put(_batch([[4]], 1), 3, torch.zeros(1, 1, 2, dtype=torch.float64))  # over budget
     assert not cache.put(batch, 1, (hidden, torch.zeros(1)))  # a KV cache or weights: cannot replay
+    holes = {"input_ids": torch.tensor([[5, 0, 6]]), "attention_mask": torch.tensor([[1, 0, 1]])}
+    assert not cache.put(holes, 2, torch.zeros(1, 3, 2, dtype=torch.float64))  # real tokens not contiguous
     calls = []
     first = cache.values("v", batch, lambda: calls.append(1) or torch.tensor([1.0, 2.0]))
     again = cache.values("v", _batch([[8, 9], [5, 6, 7]], 3), lambda: calls.append(1) or torch.zeros(2))
