@@ -136,7 +136,7 @@ class ReferenceCache:
         if isinstance(output, tuple) and any(x is not None for x in output[1:]):
             self._refuse(layer, "its output carries more than the hidden state (attention weights or a KV cache)")
             return False
-        hidden = output_hidden(output).detach()
+        hidden = output_hidden(output).detach().to(self.device)  # one copy for the whole batch
         mask = batch["attention_mask"].detach().cpu().bool()
         new = []
         for r, key in enumerate(self._keys(batch)):
@@ -155,7 +155,7 @@ class ReferenceCache:
             return False
         self._shapes[layer] = len(output) if isinstance(output, tuple) else None
         for key, offset, rows in new:
-            self._states[(layer, key)] = (offset, rows.to(self.device, copy=True))
+            self._states[(layer, key)] = (offset, rows.clone())
         self.state_bytes += size
         return True
 
