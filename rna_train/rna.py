@@ -74,14 +74,15 @@ class RNA:
         """
         if not self.active or role != self.mode:
             return contextlib.nullcontext()
+        return edit_layer_output(model, self.layer, lambda hidden: self.add_noise(hidden, mask, step, generator))
+
+    def add_noise(self, hidden: torch.Tensor, mask: torch.Tensor, step: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
+        """``hidden`` plus step ``step``'s noise, zero at padding (what :meth:`perturb` adds at the layer)."""
         schedule = self.schedule
-        assert schedule is not None  # active implies a schedule
-
-        def add_noise(hidden: torch.Tensor) -> torch.Tensor:
-            m = mask.to(hidden.dtype).unsqueeze(-1)
-            return hidden + schedule.sample(hidden, step, mask=mask, generator=generator) * m
-
-        return edit_layer_output(model, self.layer, add_noise)
+        assert schedule is not None and self.active, "add_noise needs an active RNA schedule"
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        return hidden + schedule.sample(hidden, step, mask=mask, generator=generator) * m
 
 
 def resolve_schedule(noise: Any, *, latents: str | None, target: float | None,

@@ -22,6 +22,7 @@ import copy
 import resource
 import statistics
 import time
+import zlib
 from typing import Any
 
 import torch
@@ -60,6 +61,13 @@ def build_model(shape: dict[str, Any], layers: int | None, dtype: str, device: s
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+    # Every matrix drawn from a generator seeded by its name, so a truncated model holds exactly the
+    # lower layers of the full one (both executions then train the same weights); norms stay ones.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() > 1:
+                gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                param.normal_(0.0, config.initializer_range, generator=gen)
     model.eval()
     return model
 
@@ -220,6 +228,8 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.synchronize()
         if step:
             times.append(time.perf_counter() - start)
+        else:
+            first_loss = float(loss.detach())  # same weights and batch in both executions
     flops = None
     if spec.get("count_flops"):
         from torch.utils.flop_counter import FlopCounterMode
@@ -247,7 +257,8 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     n_params = sum(p.numel() for p in model.parameters())
     return {"step_s": statistics.median(times), "step_times": times, "tokens_per_s": tokens / statistics.median(times),
             "peak_bytes": peak_memory(device), "build_s": build_s, "params": n_params, "flops": flops,
-            "loss": float(loss.detach()), "prefill_s": prefill_s, "prefill_per_step_s": prefill_s / (steps + 1),
+            "loss": float(loss.detach()), "first_loss": first_loss, "prefill_s": prefill_s,
+            "prefill_per_step_s": prefill_s / (steps + 1),
             "cache_gib": cache.state_bytes / 2**30 if cache is not None else 0.0}
 
 

@@ -253,10 +253,13 @@ class StepContext:
     def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int, *, noisy: bool = False) -> torch.Tensor:
         """Frozen (original-weights) model's layer-``layer`` output; ``noisy``: with target-mode RNA."""
         upto = self.reference_layer(layer, noisy)
-        if upto == layer and not (noisy and self._target_noise()) and self.cache is not None:
+        if upto == layer and self.cache is not None:
             cached = self.cache.output(batch, layer)
-            if cached is not None:
-                return output_hidden(cached)
+            if cached is not None:  # the noise, if any, enters at this very layer: no forward needed
+                hidden = output_hidden(cached)
+                if noisy and self._target_noise():
+                    return self.rna.add_noise(hidden, batch["attention_mask"], self.step, self.generator)
+                return hidden
         ref = self.require_reference()
         with self._reference_inputs(batch, upto), self._noise(noisy, batch):
             return layer_output(ref, layer, batch["input_ids"], batch["attention_mask"],
