@@ -99,6 +99,10 @@ class ReferenceCache:
         """Whether every row of ``batch`` has layer ``layer``'s output cached."""
         return layer in self._shapes and all((layer, k) in self._states for k in self._keys(batch))
 
+    def accepts(self, layer: int) -> bool:
+        """False once layer ``layer``'s outputs were refused (budget reached, or not replayable)."""
+        return layer not in self._refused
+
     def stored_layers(self) -> list[int]:
         """Layers with at least one cached state, ascending."""
         return sorted(self._shapes)

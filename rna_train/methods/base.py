@@ -280,7 +280,7 @@ class StepContext:
         Below ``shared_layers`` the updated model's own weights are the reference's, so methods
         without a reference can cache the shared prefix too.
         """
-        if self.cache is None or self.cache.has_states(batch, layer):
+        if self.cache is None or not self.cache.accepts(layer) or self.cache.has_states(batch, layer):
             return
         if layer < self.shared_layers:
             model, forward, inputs = self.model, self.model, contextlib.nullcontext()

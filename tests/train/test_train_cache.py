@@ -102,6 +102,7 @@ def test_zero_budget_caches_no_states_and_still_trains_right(assets: dict[str, P
         limited, per_step = _run(tmp_path / "z", assets, assets, "npo", "kl", "off", None, monkeypatch,
                                  reference_cache_gib=0.0)
     assert "cache budget of 0.00 GiB is reached" in caplog.text
+    assert caplog.text.count("not caching layer") == 2  # the prefix and the last layer, once each
     plain, slow = _run(tmp_path / "p", assets, assets, "npo", "kl", "off", None, monkeypatch, reference_cache=False)
     for a, b in zip(limited.metrics, plain.metrics, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-10)
