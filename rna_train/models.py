@@ -314,22 +314,31 @@ def layer_output(model: nn.Module, layer: int, input_ids: torch.Tensor, attentio
             the LM head. Disable it for wrapped distributed models, whose wrappers must see every
             forward complete.
     """
-    store: list[torch.Tensor] = []
+    return _capture(arch.decoder_layers(model)[layer], lambda: (forward or model)(
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False), pick=output_hidden, stop=truncate)
 
-    def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
-        store.append(output_hidden(output))
-        if truncate:
+
+def _capture(module: nn.Module, run: Callable[[], Any], *, pre: bool = False,
+             pick: Callable[[Any], Any] = lambda x: x, stop: bool = True) -> Any:
+    """``pick`` of ``module``'s output (or, with ``pre``, its positional inputs) while ``run`` runs.
+
+    With ``stop`` the forward ends right there (nothing after ``module`` is computed).
+    """
+    store: list[Any] = []
+
+    def hook(_mod: nn.Module, *args: Any) -> None:
+        store.append(pick(args[-1]))
+        if stop:
             raise _Truncate
 
-    handle = arch.decoder_layers(model)[layer].register_forward_hook(hook)
+    handle = module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook)
     try:
-        (forward or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        run()
     except _Truncate:
         pass
     finally:
         handle.remove()
     return store[0]
-
 
 
 def head_input(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -339,20 +348,8 @@ def head_input(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     ``forward`` runs instead of ``model`` (e.g. with original values swapped in); the forward
     stops at the head, so it is only for unwrapped models (see :func:`layer_output`).
     """
-    store: list[torch.Tensor] = []
-
-    def hook(_mod: nn.Module, args: Any) -> None:
-        store.append(args[0])
-        raise _Truncate
-
-    handle = model.get_output_embeddings().register_forward_pre_hook(hook)
-    try:
-        (forward or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    except _Truncate:
-        pass
-    finally:
-        handle.remove()
-    return store[0]
+    return _capture(model.get_output_embeddings(), lambda: (forward or model)(
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False), pre=True, pick=lambda args: args[0])
 
 
 def original_values(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -397,21 +394,9 @@ def prefix_output(model: nn.Module, layers: int, input_ids: torch.Tensor,
     the original weights, so it is computed once per batch and shared by every forward.
     ``forward`` runs instead of ``model`` (e.g. the model with its original values swapped in).
     """
-    store: list[Any] = []
-
-    def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
-        store.append(output)
-        raise _Truncate
-
-    handle = arch.decoder_layers(model)[layers - 1].register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            (forward or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    except _Truncate:
-        pass
-    finally:
-        handle.remove()
-    return store[0]
+    with torch.no_grad():
+        return _capture(arch.decoder_layers(model)[layers - 1], lambda: (forward or model)(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False))
 
 
 class _Replay(nn.Module):
