@@ -29,7 +29,7 @@ def rss_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def soak(steps: int, out: Path, sample_every: float = 0.25) -> dict:
+def soak(steps: int, out: Path, sample_every: float = 0.01) -> dict:
     """Run ``steps`` RMU+RNA steps on a tiny Llama; returns per-window memory and throughput."""
     import torch
 
