@@ -497,8 +497,10 @@ def _prefill(prep: Prepared, accelerator: Any, model: nn.Module, originals: dict
     start = time.perf_counter()
     with accelerator.autocast():
         prefill(ctx, prep.method, f_batches, r_batches, progress=t.progress and accelerator.is_local_main_process)
-    log.info("reference pass: %d forget and %d retain sequences in %.1f s; cached %s",
-             sum(len(f) for f in forget), len(retain), time.perf_counter() - start, cache.summary())
+    held = cache.summary()
+    log.info("reference pass: %d forget and %d retain sequences in %.1f s; cached %d values and %d layer "
+             "outputs (layers %s, %.3f GiB of host memory)", sum(len(f) for f in forget), len(retain),
+             time.perf_counter() - start, held["values"], held["states"], held["layers"], held["state_gib"])
     return cache
 
 
