@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import train_helpers as helpers
 import yaml
 
@@ -64,15 +63,8 @@ def test_shared_reference_matches_deep_copy(arch: str, method: str, retain: str,
     fast = _run(tmp_path / "fast", assets, arch, method, retain, mode, monkeypatch, straightforward=False)
     slow = _run(tmp_path / "slow", assets, arch, method, retain, mode, monkeypatch, straightforward=True)
     assert fast.reference is None and slow.reference is not None
-    for a, b in zip(fast.metrics, slow.metrics, strict=True):
-        assert a.keys() == b.keys()
-        for key, value in a.items():
-            if isinstance(value, float):
-                assert value == pytest.approx(b[key], rel=1e-10, abs=1e-12), (key, a, b)
+    helpers.assert_same_run(fast, slow)
     assert fast.metrics[-1]["grad_norm"] > 0
-    slow_params = dict(slow.model.named_parameters())
-    for name, value in fast.model.named_parameters():
-        torch.testing.assert_close(value, slow_params[name], rtol=1e-11, atol=1e-12)
 
 
 def test_prefix_is_shared_and_reference_is_not_copied(assets: dict[str, Path], tmp_path: Path,

@@ -7,6 +7,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
+
 
 def _words(text: str) -> list[str]:
     return text.split()
@@ -89,3 +92,18 @@ def run_config(tokenizer: Path, corpora: dict[str, Path], out: Path, arch: str =
         "train": {"steps": 3, "batch_size": 4, "lr": 1e-2, "progress": False, "checkpoint_every": 0,
                   "save_model": False, "log_every": 100, **train},
     }
+
+
+def assert_same_run(a: Any, b: Any) -> None:
+    """Two :class:`TrainResult` s agree: every logged value (rel 1e-10) and every final weight (1e-11).
+
+    The tolerances are float64 rounding of differently ordered sums, far below any real change.
+    """
+    for row_a, row_b in zip(a.metrics, b.metrics, strict=True):
+        assert row_a.keys() == row_b.keys()
+        for key, value in row_a.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(row_b[key], rel=1e-10, abs=1e-12), (key, row_a, row_b)
+    params = dict(b.model.named_parameters())
+    for name, value in a.model.named_parameters():
+        torch.testing.assert_close(value, params[name], rtol=1e-11, atol=1e-12)
