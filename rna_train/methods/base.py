@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -90,7 +90,7 @@ class StepContext:
     #: Reference outputs computed before training (:mod:`rna_train.refcache`); None: none.
     cache: ReferenceCache | None = None
     #: Largest float32 logits block (bytes) the next-token losses hold at once: the output head is
-    #: applied a chunk of positions at a time and recomputed in the backward pass (0: full logits).
+    #: applied a chunk of positions at a time, each chunk's gradient taken at once (0: full logits).
     head_chunk_bytes: int = 0
     _prefix: dict[int, tuple[torch.Tensor, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -239,15 +239,12 @@ class StepContext:
             return self.shared_prefix(batch)
         return contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def _noise(self, noisy: bool, batch: dict[str, torch.Tensor]) -> Iterator[None]:
+    def _noise(self, noisy: bool, batch: dict[str, torch.Tensor]) -> contextlib.AbstractContextManager[None]:
         """Target-mode RNA noise on the reference's layer output (entered after any replay)."""
         if not noisy:
-            yield
-            return
-        with self.rna.perturb("target", self.require_reference(), batch["attention_mask"], self.step,
-                              self.generator):
-            yield
+            return contextlib.nullcontext()
+        return self.rna.perturb("target", self.require_reference(), batch["attention_mask"], self.step,
+                                self.generator)
 
     @torch.no_grad()
     def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int, *, noisy: bool = False) -> torch.Tensor:
