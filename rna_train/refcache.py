@@ -38,10 +38,8 @@ Batch = dict[str, torch.Tensor]
 class ReferenceCache:
     """Per-sequence reference values and layer states (see the module docstring)."""
 
-    def __init__(self, budget_bytes: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = int(budget_bytes)
-        #: Where states are kept (host memory by default; the accelerator holds only a step's rows).
-        self.device = torch.device(device)
         self._values: dict[tuple[str, bytes], torch.Tensor] = {}
         #: (layer, key) -> (offset of the first real token, states of the real tokens).
         self._states: dict[tuple[int, bytes], tuple[int, torch.Tensor]] = {}
@@ -110,8 +108,8 @@ class ReferenceCache:
     def output(self, batch: Batch, layer: int) -> Any | None:
         """Layer ``layer``'s raw output on ``batch`` (padding positions zero), or None if any row is missing.
 
-        Built on the device and in the dtype of the cached states; padding positions never reach
-        a loss (every loss is masked), so their value is irrelevant.
+        On ``batch``'s device, in the dtype of the cached states; padding positions never reach a
+        loss (every loss is masked), so their value is irrelevant.
         """
         if layer not in self._shapes:
             return None
@@ -121,11 +119,10 @@ class ReferenceCache:
             return None
         device = batch["attention_mask"].device
         first = rows[0][1]  # type: ignore[index]
-        # Assembled where the states live (pinned host memory for an accelerator), then copied
-        # without blocking: no boolean indexing on the device, no synchronisation.
-        pin = self.device.type == "cpu" and device.type == "cuda"
-        hidden = torch.zeros(*batch["attention_mask"].shape, first.shape[-1], dtype=first.dtype, device=self.device,
-                             pin_memory=pin)
+        # Assembled in host memory (pinned for an accelerator), then copied without blocking: no
+        # boolean indexing on the device, no synchronisation. The accelerator holds only a step's rows.
+        hidden = torch.zeros(*batch["attention_mask"].shape, first.shape[-1], dtype=first.dtype,
+                             pin_memory=device.type == "cuda")
         for r, row in enumerate(rows):
             offset, states = row  # type: ignore[misc]
             hidden[r, offset:offset + states.shape[0]] = states
@@ -140,7 +137,7 @@ class ReferenceCache:
         if isinstance(output, tuple) and any(x is not None for x in output[1:]):
             self._refuse(layer, "its output carries more than the hidden state (attention weights or a KV cache)")
             return False
-        hidden = output_hidden(output).detach().to(self.device)  # one copy for the whole batch
+        hidden = output_hidden(output).detach().cpu()  # one copy to host memory for the whole batch
         mask = batch["attention_mask"].detach().cpu().bool()
         new = []
         for r, key in enumerate(self._keys(batch)):
