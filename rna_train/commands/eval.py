@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``rna eval``'s arguments."""
     from rna_train.eval.metrics import CI_METHODS
 
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_model_arguments(parser, probe_required=False)
     parser.add_argument("--perturb", choices=("insert", "substitute"), default=None,
                         help="also evaluate keyword-perturbed twins of the questions")
@@ -126,6 +127,7 @@ def run_text(args: argparse.Namespace) -> int:
     from rna_train.data import read_texts
     from rna_train.eval.fragility import TextSpec
     from rna_train.eval.loading import load_for_eval
+    from rna_train.eval.mining import load_groups
     from rna_train.eval.probes import file_sha256
     from rna_train.eval.textrun import evaluate_text, load_baseline, log_summary, payload, resolve_groups, write_run
 
@@ -136,13 +138,14 @@ def run_text(args: argparse.Namespace) -> int:
     spec = TextSpec(n_chunks=args.chunks, suffix_tokens=args.suffix_tokens, head_tokens=args.head_tokens,
                     keywords_per_chunk=args.keywords_per_chunk, seed=args.seed, layer=args.layer,
                     batch_size=args.batch_size, confidence=args.confidence)
+    given = load_groups(args.group)
     texts = read_texts(args.text, args.text_field)
     baseline = load_baseline(args.baseline)
     for path in (args.forget_corpus, args.retain_corpus):
         if path is not None and not path.exists():
             raise RNAError("file not found", where=str(path), fix="check the corpus path")
     model, tokenizer = load_for_eval(str(args.model), args.dtype, args.device)
-    groups, mined = resolve_groups(args.group, args.forget_corpus, args.retain_corpus or args.text,
+    groups, mined = resolve_groups(given, args.forget_corpus, args.retain_corpus or args.text,
                                    tokenizer=tokenizer, n_keywords=args.n_keywords, text_field=args.text_field)
     summary, cells, latents = evaluate_text(model, tokenizer, texts, groups, spec, baseline=baseline,
                                             shared_prefix=not args.no_shared_prefix)

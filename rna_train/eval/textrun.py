@@ -22,13 +22,13 @@ from rna_train.eval.fragility import FRAGILITY_FORMAT, Cells, TextSpec
 log = logging.getLogger(__name__)
 
 
-def resolve_groups(group_specs: Sequence[str], forget_corpus: Path | None, retain_corpus: Path, *,
+def resolve_groups(groups: dict[str, list[str]], forget_corpus: Path | None, retain_corpus: Path, *,
                    tokenizer: Any, n_keywords: int, text_field: str = "text") -> tuple[dict[str, list[str]], Any]:
-    """Keyword groups from ``NAME=LIST`` specs, plus mined ones when a forget corpus is given."""
+    """The given groups (``load_groups`` of the ``NAME=LIST`` specs), plus mined ones when a forget
+    corpus is given; returns ``(groups, mined or None)``."""
     from rna_train.data import read_texts
-    from rna_train.eval.mining import load_groups, mine_keywords
+    from rna_train.eval.mining import mine_keywords
 
-    groups = load_groups(group_specs)
     mined = None
     if forget_corpus is not None:
         mined = mine_keywords(read_texts(forget_corpus, text_field), read_texts(retain_corpus, text_field),
