@@ -34,6 +34,21 @@ def trainable_state(model: nn.Module, names: list[str]) -> dict[str, torch.Tenso
     return {n: params[n].detach().to("cpu").contiguous().clone() for n in names}
 
 
+def snapshot_path(folder: Path, step: int) -> Path:
+    """Where :func:`save_snapshot` puts the trainable tensors of ``step``."""
+    return Path(folder) / f"step-{step:07d}.safetensors"
+
+
+def save_snapshot(folder: Path, step: int, model: nn.Module, names: list[str]) -> Path:
+    """Write the named parameters after ``step`` (atomically: a temporary file, then a rename)."""
+    path = snapshot_path(folder, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(trainable_state(model, names), str(tmp))
+    tmp.replace(path)
+    return path
+
+
 def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]
                        ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()

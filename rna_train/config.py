@@ -152,6 +152,9 @@ class TrainConfig:
     mixed_precision: str = field("no", choices=("no", "bf16", "fp16"))
     checkpoint_every: int = field(50, min=0, doc="steps between checkpoints (0: none)")
     keep_checkpoints: int = field(2, min=1)
+    snapshot_steps: list[int] = field([], min=1, doc="steps after which the trainable tensors are saved to "
+                                      "snapshots/step-NNNNNNN.safetensors and kept (one run gives a curve of "
+                                      "unlearning strength; checkpoints are removed when a run finishes)")
     log_every: int = field(10, min=1, doc="steps between log lines (metrics.jsonl gets every step)")
     progress: bool = field(True, doc="tqdm progress bar")
     save_model: bool = field(True, doc="save_pretrained the final model")
@@ -398,6 +401,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple
     if cfg.data.min_length > cfg.data.max_length:
         raise RNAError(f"min_length {cfg.data.min_length} exceeds max_length {cfg.data.max_length}",
                        where="data.min_length", fix="lower data.min_length")
+    late = [s for s in cfg.train.snapshot_steps if s > cfg.train.steps]
+    if late:
+        raise RNAError(f"snapshot steps {late} are after the last step {cfg.train.steps}", where="train.snapshot_steps",
+                       fix="list steps between 1 and train.steps")
     names = [t.name for t in cfg.data.forget]
     if len(set(names)) != len(names):
         raise RNAError(f"forget topic names repeat: {names}", where="data.forget",

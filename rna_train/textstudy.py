@@ -12,9 +12,9 @@ measured on held-out biology text) and retain-train / retain-heldout (fragility 
 held-out non-biology text). Keyword groups are mined once from the two training corpora and fixed
 before any run (``keywords/``).
 
-A run trains with the real trainer, keeping a checkpoint at every evaluation step, so one training
-run gives a whole curve of unlearning strength; each checkpoint's trainable tensors are swapped
-into one loaded base model for evaluation (:func:`evaluate_run`). Everything is resumable: a
+A run trains with the real trainer, keeping a snapshot of the trained tensors at every evaluation step, so one training
+run gives a whole curve of unlearning strength; each snapshot's trainable tensors are swapped
+into one loaded base model for evaluation (:meth:`Evaluator.run`). Everything is resumable: a
 finished training run (``DONE``) or evaluation (``eval-step-N.json``) is never redone.
 """
 
@@ -127,12 +127,13 @@ def evaluate_model(model: Any, tokenizer: Any, data: StudyData, spec: TextSpec, 
 
 
 def load_trainable(model: Any, checkpoint: Path, originals: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Copy a checkpoint's trainable tensors into ``model``; returns the values they replaced (the
-    ones in ``originals`` when given), for :func:`restore`."""
+    """Copy the trainable tensors of a ``.safetensors`` file (a snapshot, or a run's
+    ``trainable.safetensors``) into ``model``; returns the values they replaced (the ones in
+    ``originals`` when given), for :func:`restore`."""
     import torch
     from safetensors.torch import load_file
 
-    state = load_file(str(checkpoint / "trainable.safetensors"))
+    state = load_file(str(checkpoint))
     params = dict(model.named_parameters())
     missing = [n for n in state if n not in params]
     if missing:
@@ -254,7 +255,6 @@ def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyDa
     variant = plan.variant(name)
     method = plan.method(variant.method)
     steps = max(method.eval_steps)
-    every = int(np.gcd.reduce(method.eval_steps))
     rna: dict[str, Any] = {"mode": variant.rna, "noise": 0.0}
     if variant.rna != "off":
         rna["noise"] = {"nu": variant.nu, "relative_to": "rms"}
@@ -268,7 +268,8 @@ def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyDa
                  "max_length": method.max_length or train["max_length"], "min_length": train["min_length"]},
         "method": dict(method.method), "rna": rna,
         "train": {"steps": steps, "batch_size": method.batch_size or train["batch_size"], "lr": method.lr,
-                  "checkpoint_every": every, "keep_checkpoints": steps // every + 1, "log_every": max(1, steps // 8),
+                  "snapshot_steps": sorted(method.eval_steps), "checkpoint_every": max(1, steps // 4),
+                  "keep_checkpoints": 1, "log_every": max(1, steps // 8),
                   "save_model": False, "progress": False},
     }
 
@@ -301,7 +302,9 @@ class Evaluator:
         return evaluate_model(self.model, self.tokenizer, self.data, self.spec, path, label="base")
 
     def run(self, name: str, seed: int) -> list[dict[str, Any]]:
-        """Train variant ``name`` with ``seed`` (unless done) and evaluate every checkpoint of eval_steps."""
+        """Train variant ``name`` with ``seed`` (unless done) and evaluate its snapshot at each of eval_steps."""
+        from rna_train.checkpoint import snapshot_path
+
         base = self.out / "base"
         baseline = Cells.load(base / "eval.cells.npz") if (base / "eval.json").is_file() else None
         run_dir = self.out / name / f"seed-{seed}"
@@ -315,7 +318,7 @@ class Evaluator:
                 rows.append(json.loads(path.read_text()))
                 continue
             log.info("%s seed %d: evaluating step %d", name, seed, step)
-            originals = load_trainable(self.model, run_dir / "checkpoints" / f"step-{step:07d}")
+            originals = load_trainable(self.model, snapshot_path(run_dir / "snapshots", step))
             try:
                 numbers = evaluate_model(self.model, self.tokenizer, self.data, self.spec, path, baseline=baseline,
                                          label=f"{name} seed {seed} step {step}")

@@ -154,7 +154,7 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
 
 #: Settings a resumed run may change: they do not affect the trained weights.
 RESUMABLE_CHANGES = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.save_model"}
+                     "train.save_model", "train.snapshot_steps"}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -334,6 +334,9 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         raise RNAError(f"periodic checkpoints and --resume are not supported under {accelerator.distributed_type}"
                        " yet (parameters and optimizer state are sharded)", where="train.checkpoint_every",
                        fix="set train.checkpoint_every=0 and run without --resume, or use DDP")
+    if sharded and t.snapshot_steps:
+        raise RNAError(f"snapshots are not supported under {accelerator.distributed_type} yet (parameters are "
+                       "sharded)", where="train.snapshot_steps", fix="set train.snapshot_steps=[] or use DDP")
     if accelerator.distributed_type == DistributedType.DEEPSPEED and t.grad_accum != 1:
         raise RNAError("grad_accum > 1 under DeepSpeed is configured in the DeepSpeed config",
                        where="train.grad_accum", fix="set train.grad_accum=1 and gradient_accumulation_steps there")
@@ -435,6 +438,8 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         if (step + 1) % t.log_every == 0:
             log.info("step %d/%d %s", step + 1, t.steps,
                      " ".join(f"{k}={row[k]:.4g}" for k in keys))
+        if step + 1 in t.snapshot_steps and accelerator.is_main_process:
+            checkpoint.save_snapshot(out / "snapshots", step + 1, unwrapped, prep.trainable)
         if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
             if accelerator.is_main_process:
                 checkpoint.save(ckpt_dir, step + 1, unwrapped, optimizer.optimizer, prep.trainable,

@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=(), help="variant names (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help="seeds (default: each variant's)")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i")
+    parser.add_argument("--summary", type=Path, default=None, help="summary JSON (default <out>/summary.json)")
+    parser.add_argument("--figure", type=Path, default=None, help="trade-off figure (default <out>/tradeoff.png)")
     parser.add_argument("overrides", nargs="*", help="plan overrides, key=value")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -40,7 +42,7 @@ def main() -> int:
     if args.command == "summary":
         from rna_train.textstudy_summary import summarize_study
 
-        sys.stdout.write(summarize_study(plan) + "\n")
+        sys.stdout.write(summarize_study(plan, summary_path=args.summary, figure=args.figure) + "\n")
         return 0
     index, count = (int(x) for x in args.shard.split("/"))
     evaluator = Evaluator(plan)

@@ -64,6 +64,29 @@ def test_run_writes_outputs(tmp_path: Path, assets: dict[str, Path]) -> None:
     assert (out / "model" / "rna_config.yaml").exists()
 
 
+def test_snapshots_are_the_weights_at_their_steps(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """snapshot_steps keeps the trainable tensors after each listed step, after the run has finished:
+    the step-2 snapshot of a 4-step run equals the final weights of the same run stopped at 2 steps
+    (the data order and noise do not depend on the run length)."""
+    from rna_theory.errors import RNAError
+    from rna_train.checkpoint import snapshot_path
+
+    long_out, short_out = tmp_path / "long", tmp_path / "short"
+    train(*load_config(_config(tmp_path, assets, long_out, steps=4, snapshot_steps=[2, 4], checkpoint_every=0)))
+    train(*load_config(_config(tmp_path, assets, short_out, name="s.yaml", steps=2, checkpoint_every=0)))
+    assert sorted(p.name for p in (long_out / "snapshots").iterdir()) == ["step-0000002.safetensors",
+                                                                          "step-0000004.safetensors"]
+    snap = load_file(str(snapshot_path(long_out / "snapshots", 2)))
+    short = load_file(str(short_out / "trainable.safetensors"))
+    final = load_file(str(long_out / "trainable.safetensors"))
+    assert snap.keys() == short.keys() and all(torch.equal(snap[n], short[n]) for n in snap)
+    last = load_file(str(snapshot_path(long_out / "snapshots", 4)))
+    assert all(torch.equal(last[n], final[n]) for n in final)
+    assert not all(torch.equal(snap[n], final[n]) for n in final)
+    with pytest.raises(RNAError, match="after the last step"):
+        load_config(_config(tmp_path, assets, tmp_path / "bad", name="b.yaml", steps=4, snapshot_steps=[5]))
+
+
 def test_kill_and_resume_matches_uninterrupted(tmp_path: Path, assets: dict[str, Path]) -> None:
     steps = 120
     killed = tmp_path / "killed"
