@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from rna_theory.errors import RNAError
-from rna_train.eval.fragility import Cells, TextSpec, save_latent_groups
+from rna_train.eval.fragility import Cells, TextSpec, head_margins, save_latent_groups
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def evaluate_model(model: Any, tokenizer: Any, data: StudyData, spec: TextSpec, 
     numbers.update(fragility=summary, seconds=round(time.perf_counter() - t0, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     cells.save(out.with_suffix(".cells.npz"))
-    save_latent_groups(out.with_suffix(".latents"), latents, spec)
+    save_latent_groups(out.with_suffix(".latents"), latents, spec, head_margins(cells, spec))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(numbers, indent=1) + "\n", encoding="utf-8")
     tmp.replace(out)

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 FRAGILITY_FORMAT = "rna-fragility/1"
 METRICS: tuple[str, ...] = ("nll", "nll_head", "top1", "top1_head")
+#: Cells arrays absent from files written before they were recorded.
+OPTIONAL: tuple[str, ...] = ("clean_pred", "pert_pred", "clean_margin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +145,9 @@ class Cells:
     """Per-token scores of every chunk: clean ``(I, K)`` and per keyword ``(I, W, K)`` (NaN = not scored).
 
     ``shift[i, w]`` is the mean norm of the layer's state change at the suffix positions and
-    ``clean_norm[i]`` the mean norm of the clean states there (NaN without a layer).
+    ``clean_norm[i]`` the mean norm of the clean states there (NaN without a layer). ``clean_pred``
+    / ``pert_pred`` hold the arg-max predictions (-1 = not scored) and ``clean_margin`` the clean
+    probit margins; they are None in files written before they were recorded.
     """
 
     keywords: list[str]
@@ -155,6 +159,18 @@ class Cells:
     pert_top1: np.ndarray
     shift: np.ndarray
     clean_norm: np.ndarray
+    clean_pred: np.ndarray | None = None
+    pert_pred: np.ndarray | None = None
+    clean_margin: np.ndarray | None = None
+
+    def unchanged(self, head: int | None = None) -> np.ndarray | None:
+        """(items x keywords) share of suffix positions (the first ``head``, or all) whose arg-max
+        prediction the keyword leaves unchanged (theory.md's robustness); None if not recorded."""
+        if self.pert_pred is None or self.clean_pred is None:
+            return None
+        span = slice(0, head)
+        same = (self.pert_pred[..., span] == self.clean_pred[:, None, span]).mean(-1)
+        return np.where(self.pert_pred[..., 0] < 0, np.nan, same)
 
     def effect(self, metric: str, head: int) -> np.ndarray:
         """(items x keywords) change under each keyword: NLL up (``nll*``) or top-1 accuracy (``top1*``)."""
@@ -175,9 +191,10 @@ class Cells:
     def save(self, path: Path) -> Path:
         """Write the arrays and the item/keyword tables to one npz."""
         meta = {"keywords": self.keywords, "groups": self.groups, "items": [dataclasses.asdict(i) for i in self.items]}
+        extra = {k: v for k in OPTIONAL if (v := getattr(self, k)) is not None}
         np.savez_compressed(path, clean_logp=self.clean_logp, clean_top1=self.clean_top1, pert_logp=self.pert_logp,
                             pert_top1=self.pert_top1, shift=self.shift, clean_norm=self.clean_norm,
-                            meta=np.array(json.dumps(meta)))
+                            meta=np.array(json.dumps(meta)), **extra)
         return path
 
     @classmethod
@@ -188,6 +205,7 @@ class Cells:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("clean_logp", "clean_top1", "pert_logp", "pert_top1", "shift",
                                             "clean_norm")}
+                arrays.update({k: z[k] for k in OPTIONAL if k in z.files})
         except (OSError, KeyError, ValueError) as exc:
             raise RNAError(f"not a fragility cells file ({exc})", where=str(path),
                            fix="pass the folder of an `rna eval --text` run") from None
@@ -210,7 +228,8 @@ def score_cells(model: Any, tokenizer: Any, items: Sequence[TextItem], groups: d
     mask = assignment(len(items), [len(w) for w in groups.values()], spec)
     n, w, k = len(items), len(keywords), spec.suffix_tokens
     cells = Cells(keywords, group_of, list(items), np.zeros((n, k)), np.zeros((n, k)),
-                  np.full((n, w, k), np.nan), np.full((n, w, k), np.nan), np.full((n, w), np.nan), np.full(n, np.nan))
+                  np.full((n, w, k), np.nan), np.full((n, w, k), np.nan), np.full((n, w), np.nan), np.full(n, np.nan),
+                  np.zeros((n, k), dtype=np.int64), np.full((n, w, k), -1, dtype=np.int64), np.zeros((n, k)))
     latents: dict[str, list[list[np.ndarray]]] = {g: [[], []] for g in groups}
     score = shared_prefix_scores if shared_prefix else plain_scores
     fill = pad_id(tokenizer)
@@ -220,9 +239,11 @@ def score_cells(model: Any, tokenizer: Any, items: Sequence[TextItem], groups: d
         (clean, *pert), = score(model, [(item.prefix_ids, conts)], layer=spec.layer,
                                 batch_size=spec.batch_size, pad_id=fill)
         cells.clean_logp[i], cells.clean_top1[i] = clean.logprobs, clean.top1
+        cells.clean_pred[i], cells.clean_margin[i] = clean.pred, clean.margin
         for c, s in zip(cols, pert):
             cells.pert_logp[i, c] = s.logprobs[-k:]
             cells.pert_top1[i, c] = s.top1[-k:]
+            cells.pert_pred[i, c] = s.pred[-k:]
             if s.hidden is not None:
                 diff = s.hidden[-k:] - clean.hidden
                 cells.shift[i, c] = float(np.linalg.norm(diff, axis=-1).mean())
@@ -290,17 +311,30 @@ def summarize(cells: Cells, spec: TextSpec, baseline: Cells | None = None) -> di
                              for m in METRICS}
         summary["baseline_clean"] = {"nll": float(-baseline.clean_logp.mean()),
                                      "top1": float(baseline.clean_top1.mean())}
+    if cells.unchanged() is not None:
+        summary["unchanged"] = {"head": group_summary(cells.unchanged(head), cells.groups, spec),
+                                "all": group_summary(cells.unchanged(), cells.groups, spec)}
+        summary["clean_margin_head"] = {"median": float(np.median(cells.clean_margin[:, :head])),
+                                        "mean": float(cells.clean_margin[:, :head].mean())}
     summary["keywords"] = keyword_rows(cells, spec, baseline)
     return summary
 
 
-def save_latent_groups(stem: Path, latents: dict[str, tuple[np.ndarray, ...]], spec: TextSpec) -> None:
-    """Per group, up to ``spec.latent_rows`` paired rows in the tuner's npz format (``STEM-<group>.npz``)."""
+def save_latent_groups(stem: Path, latents: dict[str, tuple[np.ndarray, ...]], spec: TextSpec,
+                       margins: np.ndarray | None = None) -> None:
+    """Per group, up to ``spec.latent_rows`` paired rows in the tuner's npz format (``STEM-<group>.npz``),
+    with ``margins`` (the clean probit margins at the same positions) as the retain margins."""
     from rna_train.eval.audit import save_latents, subsample_rows
 
     for group, (clean, pert) in latents.items():
         clean, pert = subsample_rows(clean, pert, spec.latent_rows, spec.seed)
         rms = float(np.sqrt(np.mean(clean.astype(np.float64) ** 2)))
-        save_latents(Path(f"{stem}-{group}.npz"), clean, pert, margins=None, rms=rms,
+        save_latents(Path(f"{stem}-{group}.npz"), clean, pert, margins=margins, rms=rms,
                      meta={"source": "rna_train.eval.fragility", "group": group, "layer": spec.layer,
-                           "positions": f"first {spec.head_tokens} suffix tokens"})
+                           "positions": f"first {spec.head_tokens} suffix tokens",
+                           "margins": "clean next-token probit margins at those positions, all chunks"})
+
+
+def head_margins(cells: Cells, spec: TextSpec) -> np.ndarray | None:
+    """Clean probit margins at the first ``head_tokens`` suffix positions of every chunk (flattened)."""
+    return None if cells.clean_margin is None else cells.clean_margin[:, :spec.head_tokens].ravel()

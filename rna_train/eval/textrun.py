@@ -72,12 +72,12 @@ def write_run(out: Path, payload: dict[str, Any], cells: Cells, latents: dict[st
               mined: Any = None) -> Path:
     """Write the run folder (see the module docstring); ``fragility.json`` last."""
     from rna_train.eval.evaluate import write_json
-    from rna_train.eval.fragility import save_latent_groups
+    from rna_train.eval.fragility import head_margins, save_latent_groups
 
     out.mkdir(parents=True, exist_ok=True)
     cells.save(out / "cells.npz")
     if spec.layer is not None:
-        save_latent_groups(out / "latents", latents, spec)
+        save_latent_groups(out / "latents", latents, spec, head_margins(cells, spec))
     if mined is not None:
         mined.write(out / "keywords")
     return write_json(out / "fragility.json", payload)

@@ -8,8 +8,11 @@ instead and is the reference the cached path is tested and benchmarked against.
 
 Inputs are token ids (the caller tokenises the pieces, so the scored tokens are identical across
 conditions by construction). For a context ``c`` and continuation ``t_1..t_n`` the scores are
-``log p(t_i | c, t_<i)``, whether ``t_i`` is the arg-max prediction there, and optionally the
-output of decoder layer ``layer`` (0-based) at the continuation's own positions (``n x d``).
+``log p(t_i | c, t_<i)``, whether ``t_i`` is the arg-max prediction there, the arg-max itself, the
+probit margin of the prediction ``(Phi^-1(p_1) - Phi^-1(p_2)) / 2`` (top two probabilities; the
+retain margin of the robustness bounds, theory.md C6/C7), and optionally the output of decoder
+layer ``layer`` (0-based) at the continuation's own positions (``n x d``). Probabilities are
+computed in float64.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class TokenScores:
     logprobs: np.ndarray
     top1: np.ndarray
     hidden: np.ndarray | None = None
+    pred: np.ndarray | None = None
+    margin: np.ndarray | None = None
 
 
 def _layer_module(model: Any, layer: int | None) -> Any:
@@ -64,11 +69,16 @@ def _forward(model: Any, module: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 def _pack(logits: Any, targets: Any, hidden: Any) -> TokenScores:
     """TokenScores from logits (n x V) predicting ``targets`` (n) and optional hidden states."""
-    logp = logits.float().log_softmax(-1)
+    import torch
+
+    logp = logits.double().log_softmax(-1)
     picked = logp.gather(-1, targets[:, None])[:, 0]
-    top1 = logits.argmax(-1) == targets
+    best = logp.topk(2, dim=-1).values.exp().clamp(1e-12, 1 - 1e-12)
+    margin = (torch.special.ndtri(best[:, 0]) - torch.special.ndtri(best[:, 1])) / 2
+    pred = logits.argmax(-1)
     h = None if hidden is None else hidden.float().cpu().numpy()
-    return TokenScores(picked.cpu().numpy().astype(np.float64), top1.cpu().numpy(), h)
+    return TokenScores(picked.cpu().numpy(), (pred == targets).cpu().numpy(), h, pred.cpu().numpy(),
+                       margin.cpu().numpy())
 
 
 def _check(groups: Sequence[Group]) -> None:

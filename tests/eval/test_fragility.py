@@ -116,10 +116,13 @@ def test_shared_prefix_equals_plain_scoring(tiny, layer):
         for p, c in zip(p_group, c_group):
             np.testing.assert_allclose(c.logprobs, p.logprobs, rtol=0, atol=1e-10)
             np.testing.assert_array_equal(c.top1, p.top1)
+            np.testing.assert_array_equal(c.pred, p.pred)
+            np.testing.assert_allclose(c.margin, p.margin, rtol=0, atol=1e-8)
+            assert (c.margin >= 0).all()
             if layer is None:
                 assert p.hidden is None and c.hidden is None
             else:
-                np.testing.assert_allclose(c.hidden, p.hidden, rtol=0, atol=1e-10)
+                np.testing.assert_allclose(c.hidden, p.hidden, rtol=1e-6, atol=1e-7)  # stored as float32
 
 
 def _crossed(rng: np.random.Generator, shift: float, n_chunks: int = 24, n_words: int = 12) -> np.ndarray:
@@ -195,7 +198,11 @@ def test_eval_text_cli_end_to_end(llama_dir, llama2_dir, text_files, tmp_path):
     doc = json.loads((tmp_path / "base" / "fragility.json").read_text())
     assert set(doc["groups"]) == {"forget", "on_topic", "control"}
     assert (tmp_path / "base" / "keywords" / "forget.txt").read_text().split("\n")[:6] == doc["groups"]["forget"]
-    assert (tmp_path / "base" / "latents-forget.npz").is_file()
+    with np.load(tmp_path / "base" / "latents-forget.npz") as z:
+        assert z["clean"].shape == z["perturbed"].shape and z["margins"].size == 8 * 4
+    unchanged = doc["summary"]["unchanged"]["head"]["control"]
+    assert 0.0 <= unchanged["low"] <= unchanged["mean"] <= unchanged["high"] <= 1.0
+    assert main(["tune", "--latents", str(tmp_path / "base" / "latents-forget.npz"), "--json"]) == 0
     groups = [f"{g}={tmp_path / 'base' / 'keywords' / (g + '.txt')}" for g in ("forget", "on_topic", "control")]
     assert main([*common, "--model", str(llama2_dir), *[a for g in groups for a in ("--group", g)],
                  "--baseline", str(tmp_path / "base"), "--out", str(tmp_path / "other")]) == 0
