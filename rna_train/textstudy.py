@@ -280,6 +280,12 @@ def jobs(plan: StudyPlan, only: Sequence[str] = (), seeds: Sequence[int] | None 
     return [(n, s) for n in names for s in plan.variant(n).seeds if seeds is None or s in seeds]
 
 
+def current(path: Path) -> bool:
+    """True if the evaluation at ``path`` exists and records everything this version measures
+    (evaluations written before arg-max predictions were recorded are redone)."""
+    return path.is_file() and "unchanged" in json.loads(path.read_text())["fragility"]
+
+
 class Evaluator:
     """The base model loaded once; evaluates it and any run's checkpoints (resumably)."""
 
@@ -296,7 +302,7 @@ class Evaluator:
     def base(self) -> dict[str, Any]:
         """The base model's numbers (``out/base/eval.json``)."""
         path = self.out / "base" / "eval.json"
-        if path.is_file():
+        if current(path):
             return json.loads(path.read_text())
         log.info("evaluating the base model")
         return evaluate_model(self.model, self.tokenizer, self.data, self.spec, path, label="base")
@@ -314,7 +320,7 @@ class Evaluator:
         rows = []
         for step in self.plan.method(self.plan.variant(name).method).eval_steps:
             path = run_dir / f"eval-step-{step}.json"
-            if path.is_file():
+            if current(path):
                 rows.append(json.loads(path.read_text()))
                 continue
             log.info("%s seed %d: evaluating step %d", name, seed, step)
