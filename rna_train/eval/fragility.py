@@ -189,12 +189,15 @@ class Cells:
         return h.hexdigest()[:16]
 
     def save(self, path: Path) -> Path:
-        """Write the arrays and the item/keyword tables to one npz."""
+        """Write the arrays and the item/keyword tables to one npz (atomically)."""
         meta = {"keywords": self.keywords, "groups": self.groups, "items": [dataclasses.asdict(i) for i in self.items]}
         extra = {k: v for k in OPTIONAL if (v := getattr(self, k)) is not None}
-        np.savez_compressed(path, clean_logp=self.clean_logp, clean_top1=self.clean_top1, pert_logp=self.pert_logp,
-                            pert_top1=self.pert_top1, shift=self.shift, clean_norm=self.clean_norm,
-                            meta=np.array(json.dumps(meta)), **extra)
+        tmp = Path(f"{path}.tmp")
+        with tmp.open("wb") as fh:
+            np.savez_compressed(fh, clean_logp=self.clean_logp, clean_top1=self.clean_top1, pert_logp=self.pert_logp,
+                                pert_top1=self.pert_top1, shift=self.shift, clean_norm=self.clean_norm,
+                                meta=np.array(json.dumps(meta)), **extra)
+        tmp.replace(path)  # atomic: a concurrent reader sees the old or the new file, never a partial one
         return path
 
     @classmethod
