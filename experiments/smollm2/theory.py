@@ -60,7 +60,7 @@ def crossing(nus: list[float], values: list[float | None], target: float) -> flo
 def compare(plan: object, step: int, mode: str) -> dict | None:
     """Predicted vs measured robustness for every variant of ``mode`` (see the module docstring)."""
     out = Path(plan.out)
-    plain = [v for v in plan.variants if plan.variant(v).rna == "off"][0]
+    plain = next(v for v in plan.variants if plan.variant(v).rna == "off")
     latents = out / plain / f"seed-{plan.variant(plain).seeds[0]}" / f"eval-step-{step}.latents-forget.npz"
     base = json.loads((out / "base" / "eval.json").read_text())["fragility"]
     if not latents.is_file() or "unchanged" not in base:
