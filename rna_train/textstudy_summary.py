@@ -114,44 +114,49 @@ def pooled(points: list[Point], base: Cells, groups: list[str], head: int, n_boo
 
 
 def at_forget_level(points: list[Point], level: float, base: Cells, group: str, head: int) -> np.ndarray | None:
-    """One run's (chunks x keywords) excess interpolated to forget NLL ``level``; None if out of range.
+    """One run's (chunks x keywords) excess interpolated to forget NLL ``level``; None if never reached.
 
-    ``points`` are one seed's checkpoints; the curve is taken in step order and the first bracketing
-    pair of consecutive checkpoints is used (forget NLL need not be monotone in steps)."""
+    ``points`` are one run's checkpoints in step order. Forget NLL need not rise monotonically with
+    steps (RMU at a high learning rate oscillates), so every pair of consecutive checkpoints that
+    brackets ``level`` gives one linearly interpolated model state, and the run's value is the mean
+    over those crossings: each is an equally valid "this run at forgetting ``level``"."""
     curve = sorted(points, key=lambda p: p.step)
+    crossings = []
     for a, b in zip(curve, curve[1:]):
         lo, hi = sorted((a.forget_nll, b.forget_nll))
         if lo <= level <= hi and hi > lo:
             w = (level - a.forget_nll) / (b.forget_nll - a.forget_nll)
-            return (1 - w) * a.excess(base, group, head) + w * b.excess(base, group, head)
-    return None
+            crossings.append((1 - w) * a.excess(base, group, head) + w * b.excess(base, group, head))
+    return np.mean(crossings, axis=0) if crossings else None
 
 
-def matched(points: list[Point], plan: Any, base: Cells, head: int, n_boot: int,
-            group: str = "forget") -> list[dict[str, Any]]:
-    """RNA variant minus its method's plain variant, at each RNA checkpoint's forget NLL (when the plain
-    variant's curve covers it), with the seeds x chunks x keywords interval of the difference."""
+#: Forget-NLL levels (nats/token) at which variants are compared (base model: ~4.0).
+LEVELS: tuple[float, ...] = (5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0)
+
+
+def matched(points: list[Point], plan: Any, base: Cells, head: int, n_boot: int, group: str = "forget",
+            levels: tuple[float, ...] = LEVELS) -> list[dict[str, Any]]:
+    """RNA variant minus its method's plain variant at equal held-out forget NLL (each of ``levels``
+    that runs of both variants reach), with the seeds x chunks x keywords interval of the difference."""
     by_run: dict[tuple[str, int], list[Point]] = {}
     for p in points:
         by_run.setdefault((p.variant, p.seed), []).append(p)
     plain = {plan.variant(v).method: v for v in plan.variants if plan.variant(v).rna == "off"}
     rows = []
     for name in plan.variants:
-        variant = plan.variant(name)
-        ref = plain.get(variant.method)
-        if variant.rna == "off" or ref is None:
+        ref = plain.get(plan.variant(name).method)
+        if plan.variant(name).rna == "off" or ref is None:
             continue
-        for step in sorted({p.step for p in points if p.variant == name}):
-            level = float(np.mean([p.forget_nll for p in points if p.variant == name and p.step == step]))
+        for level in levels:
             cubes = {}
             for v in (name, ref):
-                runs = [at_forget_level(pts, level, base, group, head) for (n, _), pts in by_run.items() if n == v]
-                runs = [r for r in runs if r is not None]
+                runs = [r for (n, _), pts in by_run.items() if n == v
+                        and (r := at_forget_level(pts, level, base, group, head)) is not None]
                 cubes[v] = np.stack(runs) if runs else None
             if cubes[name] is None or cubes[ref] is None:
                 continue
             diff = crossed_difference(cubes[name], cubes[ref], axes=("seed", "chunk", "keyword"), n_boot=n_boot)
-            rows.append({"variant": name, "reference": ref, "group": group, "forget_nll": level, "step": step,
+            rows.append({"variant": name, "reference": ref, "group": group, "forget_nll": level,
                          "seeds": [len(cubes[name]), len(cubes[ref])],
                          "excess": float(np.nanmean(cubes[name])), "reference_excess": float(np.nanmean(cubes[ref])),
                          "difference": diff.to_dict()})
