@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +173,3 @@ def summarize(out_dir: str | Path, *, title: str = "SmolLM2-135M: unlearning +/-
     write_report(run_dirs, report, title=title)
     return table, report
 
-
-def run_real(out_dir: str | Path, *, seeds: Sequence[int] = (0,), schedule: RealSchedule = RealSchedule(),
-             quick: bool = False, cache_dir: str | Path | None = None) -> tuple[str, Path]:
-    """Every configuration per seed, then :func:`summarize`; ``quick`` samples 40 questions per probe."""
-    if quick:
-        schedule = dataclasses.replace(schedule, sample=40)
-    for seed in seeds:
-        for name in variant_names(schedule):
-            log.info("SmolLM2: %s seed %d", name, seed)
-            run_variant(out_dir, name, seed, schedule=schedule, cache_dir=cache_dir)
-    return summarize(out_dir)
