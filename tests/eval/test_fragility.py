@@ -242,3 +242,34 @@ def test_baseline_of_other_cells_is_refused(llama_dir, text_files, tmp_path, cap
     assert main([*base, "--seed", "1", "--baseline", str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
     assert "other chunks" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_answer_form_scores_the_same_answer_ids_and_pairs_exactly(tiny, monkeypatch):
+    """Question form: every condition scores the clean context's answer ids; a model paired with itself
+    has zero excess; the keyword is inside the question, never in the scored answer."""
+    from rna_train.eval import tokenscores
+    from rna_train.eval.answerform import insert_word, score_answers, summarize_answers
+    from rna_train.eval.fragility import TextSpec
+    from rna_train.eval.probes import Question
+
+    model, tok = tiny
+    questions = [Question(f"Which {w} was built first in the old town", ("a bridge", "the railway", "x", "y"), i % 2)
+                 for i, w in enumerate(OTHER[:5])]
+    seen = []
+    real = tokenscores.plain_scores
+
+    def spy(model, groups, **kw):
+        seen.append(groups)
+        return real(model, groups, **kw)
+
+    monkeypatch.setattr(tokenscores, "plain_scores", spy)
+    spec = TextSpec(keywords_per_chunk=2, n_boot=100, batch_size=4)
+    cells = score_answers(model, tok, questions, {"forget": TOPIC[:4], "control": OTHER[8:12]}, spec)
+    assert len(seen) == 5
+    for groups in seen:
+        assert len(groups) == 1 + 2 * 2 and len({tuple(g[1][0]) for g in groups}) == 1
+        assert len({tuple(g[0]) for g in groups}) == len(groups)
+    assert "enzyme" in insert_word("What is the capital of France", "enzyme", 0, 3).split()
+    summary = summarize_answers(cells, spec, baseline=cells)
+    assert all(e["mean"] == 0.0 for e in summary["excess"].values())
+    assert (~np.isnan(cells.perturbed)).sum(axis=1).tolist() == [4] * 5
