@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,7 +73,9 @@ def prepare_data(root: str | Path, tokenizer: Any, *, heldout_every: int = 5, n_
             data.root.mkdir(parents=True, exist_ok=True)
             data.split(f"{side}_{part}").write_text("".join(r + "\n" for r in chosen), encoding="utf-8")
             texts[f"{side}_{part}"] = [json.loads(r)["text"] for r in chosen]
-    groups = mine_keywords(texts["forget_train"], texts["retain_train"], n=n_keywords, tokenizer=tokenizer)
+    # raw-count matching: the study's lists were fixed with it before any run (docs/results.md)
+    groups = mine_keywords(texts["forget_train"], texts["retain_train"], n=n_keywords, tokenizer=tokenizer,
+                           match_frequency="count")
     groups.write(data.root / "keywords")
     return data
 
@@ -120,7 +123,7 @@ def evaluate_model(model: Any, tokenizer: Any, data: StudyData, spec: TextSpec, 
     out.parent.mkdir(parents=True, exist_ok=True)
     cells.save(out.with_suffix(".cells.npz"))
     save_latent_groups(out.with_suffix(".latents"), latents, spec, head_margins(cells, spec))
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(numbers, indent=1) + "\n", encoding="utf-8")
     tmp.replace(out)
     return numbers
@@ -280,10 +283,14 @@ def jobs(plan: StudyPlan, only: Sequence[str] = (), seeds: Sequence[int] | None 
     return [(n, s) for n in names for s in plan.variant(n).seeds if seeds is None or s in seeds]
 
 
-def current(path: Path) -> bool:
+def current(path: Path, paired: bool = False) -> bool:
     """True if the evaluation at ``path`` exists and records everything this version measures
-    (evaluations written before arg-max predictions were recorded are redone)."""
-    return path.is_file() and "unchanged" in json.loads(path.read_text())["fragility"]
+    (evaluations written before arg-max predictions were recorded, or, with ``paired``, without the
+    excess over the base model, are redone)."""
+    if not path.is_file():
+        return False
+    frag = json.loads(path.read_text())["fragility"]
+    return "unchanged" in frag and (not paired or "excess" in frag)
 
 
 class Evaluator:
@@ -311,8 +318,8 @@ class Evaluator:
         """Train variant ``name`` with ``seed`` (unless done) and evaluate its snapshot at each of eval_steps."""
         from rna_train.checkpoint import snapshot_path
 
-        base = self.out / "base"
-        baseline = Cells.load(base / "eval.cells.npz") if (base / "eval.json").is_file() else None
+        self.base()  # the paired excess needs the base model's cells
+        baseline = Cells.load(self.out / "base" / "eval.cells.npz")
         run_dir = self.out / name / f"seed-{seed}"
         t0 = time.perf_counter()
         if train_run(run_config(self.plan, name, seed, self.model_dir, self.data), run_dir):
@@ -320,7 +327,7 @@ class Evaluator:
         rows = []
         for step in self.plan.method(self.plan.variant(name).method).eval_steps:
             path = run_dir / f"eval-step-{step}.json"
-            if current(path):
+            if current(path, paired=True):
                 rows.append(json.loads(path.read_text()))
                 continue
             log.info("%s seed %d: evaluating step %d", name, seed, step)

@@ -86,7 +86,9 @@ def score_answers(model: Any, tokenizer: Any, questions: Sequence[Any], groups: 
     clean = np.zeros(len(questions))
     pert = np.full((len(questions), len(keywords)), np.nan)
     for i, q in enumerate(tqdm(questions, desc="answer form", unit="question", disable=None)):
-        ctx, cont = encode_pair(tokenizer, answer_context(q.question), " " + q.choices[q.answer].strip())
+        # the clean question with single spaces, as insert_word writes the perturbed ones
+        ctx, cont = encode_pair(tokenizer, answer_context(" ".join(q.question.split())),
+                                " " + q.choices[q.answer].strip())
         cols = np.flatnonzero(mask[i])
         contexts = [ctx] + [list(tokenizer(answer_context(insert_word(q.question, keywords[c], spec.seed, i)))
                                  ["input_ids"]) for c in cols]

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,10 @@ class TextSpec:
         if self.min_prefix_words > self.max_prefix_words:
             raise RNAError(f"min_prefix_words {self.min_prefix_words} > max_prefix_words {self.max_prefix_words}",
                            where="text spec", fix="make the minimum at most the maximum")
-        if self.head_tokens > self.suffix_tokens:
-            raise RNAError(f"head_tokens {self.head_tokens} > suffix_tokens {self.suffix_tokens}",
-                           where="text spec", fix="score at least as many suffix tokens as head tokens")
+        if self.head_tokens >= self.suffix_tokens:
+            raise RNAError(f"head_tokens {self.head_tokens} >= suffix_tokens {self.suffix_tokens}",
+                           where="text spec", fix="score more suffix tokens than head tokens (the state at "
+                           "head position j predicts token j + 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,11 +166,16 @@ class Cells:
     clean_margin: np.ndarray | None = None
 
     def unchanged(self, head: int | None = None) -> np.ndarray | None:
-        """(items x keywords) share of suffix positions (the first ``head``, or all) whose arg-max
-        prediction the keyword leaves unchanged (theory.md's robustness); None if not recorded."""
+        """(items x keywords) share of the predictions made *from* the first ``head`` suffix states (or
+        all of them) that the keyword leaves unchanged (theory.md's robustness); None if not recorded.
+
+        The state at suffix position j predicts suffix token j + 1, so these are the predictions of
+        tokens 1..head: exactly the positions whose states the latent files hold and whose clean
+        margins :func:`head_margins` returns (token 0 is predicted from the keyword's own state in
+        one condition and the prefix's in the other)."""
         if self.pert_pred is None or self.clean_pred is None:
             return None
-        span = slice(0, head)
+        span = slice(1, None if head is None else head + 1)
         same = (self.pert_pred[..., span] == self.clean_pred[:, None, span]).mean(-1)
         return np.where(self.pert_pred[..., 0] < 0, np.nan, same)
 
@@ -192,7 +199,7 @@ class Cells:
         """Write the arrays and the item/keyword tables to one npz (atomically)."""
         meta = {"keywords": self.keywords, "groups": self.groups, "items": [dataclasses.asdict(i) for i in self.items]}
         extra = {k: v for k in OPTIONAL if (v := getattr(self, k)) is not None}
-        tmp = Path(f"{path}.tmp")
+        tmp = Path(f"{path}.{os.getpid()}.tmp")
         with tmp.open("wb") as fh:
             np.savez_compressed(fh, clean_logp=self.clean_logp, clean_top1=self.clean_top1, pert_logp=self.pert_logp,
                                 pert_top1=self.pert_top1, shift=self.shift, clean_norm=self.clean_norm,
@@ -317,8 +324,8 @@ def summarize(cells: Cells, spec: TextSpec, baseline: Cells | None = None) -> di
     if cells.unchanged() is not None:
         summary["unchanged"] = {"head": group_summary(cells.unchanged(head), cells.groups, spec),
                                 "all": group_summary(cells.unchanged(), cells.groups, spec)}
-        summary["clean_margin_head"] = {"median": float(np.median(cells.clean_margin[:, :head])),
-                                        "mean": float(cells.clean_margin[:, :head].mean())}
+        margins = head_margins(cells, spec)
+        summary["clean_margin_head"] = {"median": float(np.median(margins)), "mean": float(margins.mean())}
     summary["keywords"] = keyword_rows(cells, spec, baseline)
     return summary
 
@@ -339,5 +346,8 @@ def save_latent_groups(stem: Path, latents: dict[str, tuple[np.ndarray, ...]], s
 
 
 def head_margins(cells: Cells, spec: TextSpec) -> np.ndarray | None:
-    """Clean probit margins at the first ``head_tokens`` suffix positions of every chunk (flattened)."""
-    return None if cells.clean_margin is None else cells.clean_margin[:, :spec.head_tokens].ravel()
+    """Clean probit margins of the predictions made from the first ``head_tokens`` suffix states (the
+    latent rows), i.e. of suffix tokens 1..head_tokens, every chunk (flattened)."""
+    if cells.clean_margin is None:
+        return None
+    return cells.clean_margin[:, 1:spec.head_tokens + 1].ravel()

@@ -11,7 +11,10 @@ Three groups (docs/evaluation.md, "Keyword fragility on text"):
   frequency;
 * ``control``: one word per forget keyword, absent from the forget corpus and leaning to the retain
   side (z <= 0), matched to it by token count (under the model's tokenizer, when given), then by
-  character length and log corpus frequency (greedy, without replacement);
+  character length and log frequency (greedy, without replacement): by default the frequency per
+  word of each word's own corpus (``match_frequency="rate"``), so controls are as common in the
+  retain text as the keywords are in the forget text; ``"count"`` matches raw counts instead (the
+  SmolLM2 study's lists were mined that way, and its retain corpus is ~12x the forget corpus);
 * ``on_topic``: on-topic words that never occur in the forget corpus: the paper's "SARS-CoV-2"
   and the packaged ``bio`` keywords, filtered.
 
@@ -108,9 +111,12 @@ def _token_count(tokenizer: Any, word: str) -> int:
 
 def mine_keywords(forget_texts: Sequence[str], retain_texts: Sequence[str], *, n: int = 40, min_count: int = 5,
                   min_chars: int = 4, min_z: float = 1.96, tokenizer: Any = None,
-                  on_topic: Sequence[str] | None = None) -> KeywordGroups:
+                  on_topic: Sequence[str] | None = None, match_frequency: str = "rate") -> KeywordGroups:
     """Mine the three keyword groups (see the module docstring)."""
     check_int(n, "n keywords", minimum=1)
+    if match_frequency not in ("rate", "count"):
+        raise RNAError(f"match_frequency must be rate or count, got {match_frequency!r}", where="keyword mining",
+                       fix="use rate (per-word frequency in each corpus) or count")
     check_int(min_count, "min_count", minimum=1)
     f_counts, f_forms = count_words(forget_texts, min_chars)
     r_counts, r_forms = count_words(retain_texts, min_chars)
@@ -125,7 +131,8 @@ def mine_keywords(forget_texts: Sequence[str], retain_texts: Sequence[str], *, n
                        where="keyword mining", fix="lower --min-count or --n-keywords, or use a larger forget corpus")
     pool = sorted((w for w in r_counts if w not in f_counts and r_counts[w] >= min_count and odds[w][1] <= 0),
                   key=lambda w: w)
-    controls = _match_controls(forget, pool, f_counts, r_counts, tokenizer, f_forms, r_forms)
+    scale = sum(f_counts.values()) / sum(r_counts.values()) if match_frequency == "rate" else 1.0
+    controls = _match_controls(forget, pool, f_counts, r_counts, tokenizer, f_forms, r_forms, scale)
     topical = [PAPER_KEYWORD, *(on_topic if on_topic is not None else _packaged_bio())]
     topical = list(dict.fromkeys(w for w in topical if not any(p.lower() in f_counts for p in _WORD.findall(w))))
 
@@ -139,7 +146,8 @@ def mine_keywords(forget_texts: Sequence[str], retain_texts: Sequence[str], *, n
         scored={"forget": scored(forget), "control": scored(controls)},
         settings={"n": n, "min_count": min_count, "min_chars": min_chars, "min_z": min_z,
                   "score": "log-odds ratio, informative Dirichlet prior of total 1000",
-                  "control_match": "token count, then |length difference|, then |log frequency ratio|",
+                  "control_match": "token count, then |length difference|, then |log frequency ratio| "
+                                   f"({match_frequency})",
                   "tokenizer": getattr(tokenizer, "name_or_path", None)})
 
 
@@ -151,8 +159,9 @@ def _packaged_bio() -> list[str]:
 
 def _match_controls(forget: list[str], pool: list[str], f_counts: collections.Counter,
                     r_counts: collections.Counter, tokenizer: Any, f_forms: dict[str, str],
-                    r_forms: dict[str, str]) -> list[str]:
-    """One control per forget keyword: same token count, closest length and log frequency."""
+                    r_forms: dict[str, str], scale: float = 1.0) -> list[str]:
+    """One control per forget keyword: same token count, closest length and log frequency (retain
+    counts times ``scale``: the forget/retain corpus-size ratio for per-word rates, 1 for raw counts)."""
     if len(pool) < len(forget):
         raise RNAError(f"only {len(pool)} retain-side control candidates for {len(forget)} keywords",
                        where="keyword mining", fix="use a larger retain corpus or lower --min-count")
@@ -164,7 +173,8 @@ def _match_controls(forget: list[str], pool: list[str], f_counts: collections.Co
         freq = math.log(f_counts[word])
 
         def cost(c: str, want_tokens: int = want_tokens, word: str = word, freq: float = freq) -> tuple:
-            return (tokens[c] != want_tokens, abs(len(c) - len(word)), round(abs(math.log(r_counts[c]) - freq), 6), c)
+            return (tokens[c] != want_tokens, abs(len(c) - len(word)),
+                    round(abs(math.log(r_counts[c] * scale) - freq), 6), c)
 
         best = min(free, key=cost)
         free.discard(best)

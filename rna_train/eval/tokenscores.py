@@ -73,7 +73,9 @@ def _pack(logits: Any, targets: Any, hidden: Any) -> TokenScores:
 
     logp = logits.double().log_softmax(-1)
     picked = logp.gather(-1, targets[:, None])[:, 0]
-    best = logp.topk(2, dim=-1).values.exp().clamp(1e-12, 1 - 1e-12)
+    from rna_train.eval.robustness import P_CLIP
+
+    best = logp.topk(2, dim=-1).values.exp().clamp(P_CLIP, 1 - P_CLIP)  # the latents-npz contract
     margin = (torch.special.ndtri(best[:, 0]) - torch.special.ndtri(best[:, 1])) / 2
     pred = logits.argmax(-1)
     h = None if hidden is None else hidden.float().cpu().numpy()

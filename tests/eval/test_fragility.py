@@ -199,7 +199,7 @@ def test_eval_text_cli_end_to_end(llama_dir, llama2_dir, text_files, tmp_path):
     assert set(doc["groups"]) == {"forget", "on_topic", "control"}
     assert (tmp_path / "base" / "keywords" / "forget.txt").read_text().split("\n")[:6] == doc["groups"]["forget"]
     with np.load(tmp_path / "base" / "latents-forget.npz") as z:
-        assert z["clean"].shape == z["perturbed"].shape and z["margins"].size == 8 * 4
+        assert z["clean"].shape == z["perturbed"].shape and z["margins"].size == 8 * 4  # chunks x head tokens
     unchanged = doc["summary"]["unchanged"]["head"]["control"]
     assert 0.0 <= unchanged["low"] <= unchanged["mean"] <= unchanged["high"] <= 1.0
     assert main(["tune", "--latents", str(tmp_path / "base" / "latents-forget.npz"), "--json"]) == 0
@@ -220,7 +220,7 @@ def test_eval_text_cli_end_to_end(llama_dir, llama2_dir, text_files, tmp_path):
     (["--text", "{heldout}", "--group", "nonsense"], "not NAME=LIST"),
     (["--text", "{heldout}", "--group", "a=control", "--baseline", "{tmp}"], "no cells.npz"),
     (["--text", "{heldout}", "--group", "a=control", "--suffix-tokens", "4", "--head-tokens", "8"],
-     "head_tokens 8 > suffix_tokens 4"),
+     "head_tokens 8 >= suffix_tokens 4"),
 ])
 def test_eval_text_errors(llama_dir, text_files, tmp_path, capsys, extra, message):
     """Wrong combinations fail with exit status 2 and one line naming the flag to fix."""
