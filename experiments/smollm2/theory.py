@@ -1,10 +1,12 @@
 """Theory against measurement on SmolLM2 (issue 11, item 3): the tuner's predictions vs the study's runs.
 
-For each RNA mode of the study plan, at one evaluation step:
+For RMU's target-mode variants (noise at the unlearning layer, where the latents are recorded), at
+one evaluation step:
 
 * the *inputs* of the theory come from the plain (no-RNA) unlearned model: the layer-l state changes
   caused by forget keywords at the first scored suffix positions (``eval-step-N.latents-forget.npz``,
-  Assumption 1's eps) and the clean next-token probit margins there (the retain margins);
+  Assumption 1's eps) and the clean probit margins of the predictions made from those states (the
+  retain margins);
 * ``rna_theory.tuner.tune`` predicts, per nu of the plan's variants (a fraction of the layer RMS),
   the share of positions whose prediction a forget keyword leaves unchanged (C6b certified, and
   first-order), and recommends the smallest nu reaching a target;
@@ -25,25 +27,45 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from rna_theory.tuner import tune_from_file
+from rna_train.eval.fragility import Cells
+from rna_train.eval.robustness import P_CLIP
 from rna_train.textstudy import load_plan
 
 HERE = Path(__file__).resolve().parent
+#: The largest probit margin with probabilities clipped to [P_CLIP, 1 - P_CLIP] (evaluations recorded
+#: before margins were clipped there are capped to it: an approximation for the few near-certain positions).
+MAX_MARGIN = float(ndtri(1 - P_CLIP))
 
 
-def measured(out: Path, variant: str, seeds: list[int], step: int, group: str = "forget") -> float | None:
-    """Mean over seeds of the measured unchanged-prediction share (first suffix tokens) of ``group``."""
+def measured(out: Path, variant: str, seeds: list[int], step: int, head: int, group: str = "forget") -> float | None:
+    """Mean over seeds of the measured share of unchanged predictions of tokens 1..head of ``group``
+    (computed from the cells: the positions the latent rows predict)."""
     values = []
     for seed in seeds:
-        path = out / variant / f"seed-{seed}" / f"eval-step-{step}.json"
-        if path.is_file():
-            frag = json.loads(path.read_text())["fragility"]
-            if "unchanged" in frag:
-                values.append(frag["unchanged"]["head"][group]["mean"])
+        path = out / variant / f"seed-{seed}" / f"eval-step-{step}.cells.npz"
+        cells = Cells.load(path) if path.is_file() else None
+        share = cells.unchanged(head) if cells is not None else None
+        if share is not None:
+            values.append(float(np.nanmean(share[:, [c for c, g in enumerate(cells.groups) if g == group]])))
     return float(np.mean(values)) if values else None
+
+
+def theory_inputs(out: Path, variant: str, seeds: list[int], step: int, head: int) -> tuple[Path, np.ndarray] | None:
+    """Latents file and clean margins (tokens 1..head, clipped at the npz contract) of the first seed of
+    ``variant`` whose evaluation recorded predictions."""
+    for seed in seeds:
+        stem = out / variant / f"seed-{seed}" / f"eval-step-{step}"
+        path = Path(f"{stem}.cells.npz")
+        cells = Cells.load(path) if path.is_file() else None
+        if cells is not None and cells.clean_margin is not None:
+            return Path(f"{stem}.latents-forget.npz"), np.minimum(cells.clean_margin[:, 1:head + 1].ravel(), MAX_MARGIN)
+    return None
 
 
 def crossing(nus: list[float], values: list[float | None], target: float) -> float | None:
@@ -57,29 +79,45 @@ def crossing(nus: list[float], values: list[float | None], target: float) -> flo
     return None
 
 
-def compare(plan: object, step: int, mode: str) -> dict | None:
-    """Predicted vs measured robustness for every variant of ``mode`` (see the module docstring)."""
+def compare(plan: Any, step: int, method: str = "rmu") -> dict | None:
+    """Predicted vs measured robustness for the target-mode variants of ``method`` (see the module docstring).
+
+    Only target mode is compared: its noise is added at the unlearning layer, where the latents are
+    recorded; input-mode noise enters at another layer (rna_layer), where no latents are recorded."""
     out = Path(plan.out)
-    plain = next(v for v in plan.variants if plan.variant(v).rna == "off")
-    latents = out / plain / f"seed-{plan.variant(plain).seeds[0]}" / f"eval-step-{step}.latents-forget.npz"
-    base = json.loads((out / "base" / "eval.json").read_text())["fragility"]
-    if not latents.is_file() or "unchanged" not in base:
-        logging.warning("missing %s or base predictions: rerun the study first", latents)
+    head = plan.spec().head_tokens
+    plain = next(v for v in plan.variants if plan.variant(v).rna == "off" and plan.variant(v).method == method)
+    inputs = theory_inputs(out, plain, plan.variant(plain).seeds, step, head)
+    target = _base_unchanged(out, head)
+    if inputs is None or target is None:
+        logging.warning("no evaluation of %s at step %d (or of base) recorded predictions: run the study", plain, step)
         return None
-    names = sorted((v for v in plan.variants if plan.variant(v).rna == mode), key=lambda v: plan.variant(v).nu)
+    latents, margins = inputs
+    names = sorted((v for v in plan.variants if plan.variant(v).rna == "target" and plan.variant(v).method == method),
+                   key=lambda v: plan.variant(v).nu)
     nus = [plan.variant(v).nu for v in names]
-    target = base["unchanged"]["head"]["forget"]["mean"]
-    result = {crit: tune_from_file(latents, target=target, nus=np.array(nus), relative=True, criterion=crit)
-              for crit in ("certified", "first-order")}
-    meas = [measured(out, v, plan.variant(v).seeds, step) for v in names]
+    result = {crit: tune_from_file(latents, target=target, margins=margins, nus=np.array(nus), relative=True,
+                                   criterion=crit) for crit in ("certified", "first-order")}
+    meas = [measured(out, v, plan.variant(v).seeds, step, head) for v in names]
     rows = [{"variant": v, "nu_relative": nu, "certified": c.certified, "first_order": f.first_order,
              "measured": m} for v, nu, c, f, m in zip(names, nus, result["certified"].rows,
                                                        result["first-order"].rows, meas)]
-    return {"mode": mode, "step": step, "target_base_unchanged": target,
-            "plain_unchanged": measured(out, plain, plan.variant(plain).seeds, step), "rows": rows,
+    return {"method": method, "mode": "target", "step": step, "target_base_unchanged": target,
+            "plain_unchanged": measured(out, plain, plan.variant(plain).seeds, step, head), "rows": rows,
             "recommended_nu_relative": {k: r.recommended_nu_relative for k, r in result.items()},
             "measured_nu_relative_at_target": crossing(nus, meas, target),
-            "eta": result["certified"].eta, "dim": result["certified"].dim, "latents": str(latents)}
+            "eta": result["certified"].eta, "dim": result["certified"].dim, "latents": str(latents),
+            "median_margin": float(np.median(margins))}
+
+
+def _base_unchanged(out: Path, head: int) -> float | None:
+    """The base model's measured unchanged share for forget keywords (the robustness target)."""
+    path = out / "base" / "eval.cells.npz"
+    cells = Cells.load(path) if path.is_file() else None
+    share = cells.unchanged(head) if cells is not None else None
+    if share is None:
+        return None
+    return float(np.nanmean(share[:, [c for c, g in enumerate(cells.groups) if g == "forget"]]))
 
 
 def main() -> int:
@@ -91,15 +129,16 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     plan = load_plan(args.plan)
-    docs = [d for mode in ("target", "input") if (d := compare(plan, args.step, mode)) is not None]
-    lines = ["| mode | nu / RMS | predicted certified | predicted first-order | measured (RNA-trained) |",
+    docs = [d for d in [compare(plan, args.step)] if d is not None]
+    lines = ["| variant | nu / RMS | predicted certified | predicted first-order | measured (RNA-trained) |",
              "|---|---|---|---|---|"]
     for d in docs:
-        lines += [f"| {d['mode']} | {r['nu_relative']} | {r['certified']:.3f} | {r['first_order']:.3f} | "
+        lines += [f"| {r['variant']} | {r['nu_relative']} | {r['certified']:.3f} | {r['first_order']:.3f} | "
                   + (f"{r['measured']:.3f}" if r["measured"] is not None else "not run") + " |" for r in d["rows"]]
-        lines.append(f"| {d['mode']}: target (base) {d['target_base_unchanged']:.3f}, plain RMU "
-                     f"{d['plain_unchanged']} | recommended {d['recommended_nu_relative']} | | | measured crossing "
-                     f"{d['measured_nu_relative_at_target']} |")
+        lines.append(f"\ntarget = base model's measured share {d['target_base_unchanged']:.3f}; plain RMU "
+                     f"{d['plain_unchanged']}; eta {d['eta']:.3g}, d {d['dim']}, median margin "
+                     f"{d['median_margin']:.3f}; recommended nu/RMS {d['recommended_nu_relative']}; measured "
+                     f"curve reaches the target at nu/RMS {d['measured_nu_relative_at_target']}")
     path = args.out or Path(plan.out) / "theory.json"
     path.write_text(json.dumps(docs, indent=1) + "\n", encoding="utf-8")
     sys.stdout.write("\n".join(lines) + "\n")
