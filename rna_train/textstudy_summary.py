@@ -220,11 +220,16 @@ def markdown(pooled_rows: list[dict[str, Any]], matched_rows: list[dict[str, Any
     for r in pooled_rows:
         lines.append(f"| {r['variant']} | {r['step']} | {len(r['seeds'])} | {r['forget_nll']:.2f} | "
                      f"{r['retain_nll']:.3f} | " + " | ".join(_fmt(r["excess"][g]) for g in groups) + " |")
-    lines += ["", "| variant | vs | forget NLL | seeds | excess | reference excess | difference [95% CI] |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "Intervals resample seeds only where a variant has several (\"seed var.\"); otherwise they are "
+              "conditional on the runs (chunks x keywords only).", "",
+              "| group | variant | vs | forget NLL | runs | seed var. | excess | reference excess "
+              "| difference [95% CI] |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in matched_rows:
-        lines.append(f"| {r['variant']} | {r['reference']} | {r['forget_nll']:.2f} | {r['seeds'][0]}/{r['seeds'][1]} | "
-                     f"{r['excess']:+.3f} | {r['reference_excess']:+.3f} | {_fmt(r['difference'])} |")
+        seed_var = "yes" if min(r["seeds"]) > 1 else "no"
+        lines.append(f"| {r['group']} | {r['variant']} | {r['reference']} | {r['forget_nll']:.2f} | "
+                     f"{r['seeds'][0]}/{r['seeds'][1]} | {seed_var} | {r['excess']:+.3f} | "
+                     f"{r['reference_excess']:+.3f} | {_fmt(r['difference'])} |")
     return "\n".join(lines)
 
 
