@@ -180,28 +180,36 @@ def keyword_table(points: list[Point], base: Cells, head: int) -> list[dict[str,
     return list(rows.values())
 
 
-def tradeoff_figure(pooled_rows: list[dict[str, Any]], base: dict[str, Any], path: Path) -> Path:
-    """Two panels against held-out forget NLL: forget-keyword excess (with intervals) and retain NLL cost."""
+def tradeoff_figure(runs: list[dict[str, Any]], path: Path, group: str = "forget") -> Path:
+    """Every evaluated checkpoint as a point against its held-out forget NLL: the ``group`` keyword
+    excess (with the run's chunks x keywords interval) and the retain NLL cost; faint lines join
+    each run's checkpoints in step order (forget NLL is not monotone in steps)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for variant in dict.fromkeys(r["variant"] for r in pooled_rows):
-        rows = [r for r in pooled_rows if r["variant"] == variant]
-        x = [r["forget_nll"] for r in rows]
-        ex = [r["excess"]["forget"] for r in rows]
-        style = "-" if "-" not in variant else ("--" if "target" in variant else ":")
-        line, = axes[0].plot(x, [e["mean"] for e in ex], style, marker="o", label=variant)
-        axes[0].fill_between(x, [e["low"] for e in ex], [e["high"] for e in ex], alpha=0.12, color=line.get_color())
-        axes[1].plot(x, [r["retain_nll"] - base["retain_heldout"]["nll"] for r in rows], style, marker="o",
-                     color=line.get_color())
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    colors: dict[str, Any] = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        for seed in dict.fromkeys(r["seed"] for r in runs if r["variant"] == variant):
+            rows = sorted((r for r in runs if r["variant"] == variant and r["seed"] == seed), key=lambda r: r["step"])
+            x = [r["forget_nll"] for r in rows]
+            ex = [r["excess"][group] for r in rows]
+            mean = [e["mean"] for e in ex]
+            err = [[m - e["low"] for m, e in zip(mean, ex)], [e["high"] - m for m, e in zip(mean, ex)]]
+            marker = "o" if "-" not in variant else ("s" if "target" in variant else "^")
+            handle = axes[0].errorbar(x, mean, yerr=err, fmt=marker, ms=4, capsize=2, color=colors.get(variant),
+                                      label=None if variant in colors else variant, alpha=0.85)
+            colors.setdefault(variant, handle.lines[0].get_color())
+            axes[0].plot(x, mean, "-", lw=0.6, alpha=0.35, color=colors[variant])
+            axes[1].plot(x, [r["retain_nll_cost"] for r in rows], marker, ms=4, color=colors[variant], alpha=0.85)
     axes[0].axhline(0, color="grey", lw=0.8)
-    axes[0].set(xlabel="held-out forget NLL (higher = more forgotten)",
-                ylabel="excess NLL after one forget word (nats/token)", title="keyword fragility vs forgetting")
-    axes[1].set(xlabel="held-out forget NLL", ylabel="retain NLL - base", title="retain cost vs forgetting")
-    axes[0].legend(fontsize=7)
+    axes[0].set(xlabel="held-out forget NLL (nats/token; higher = more forgotten)",
+                ylabel=f"excess NLL after one {group} word\n(nats/token, vs base; 95% CI chunks x keywords)",
+                title="keyword fragility vs forgetting (every checkpoint)")
+    axes[1].set(xlabel="held-out forget NLL", ylabel="held-out retain NLL - base", title="retain cost vs forgetting")
+    axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -260,6 +268,6 @@ def summarize_study(plan: Any, *, summary_path: Path | None = None, figure: Path
     path = summary_path or out / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    if pooled_rows:
-        tradeoff_figure(pooled_rows, base, figure or out / "tradeoff.png")
+    if doc["runs"]:
+        tradeoff_figure(doc["runs"], figure or out / "tradeoff.png")
     return markdown(pooled_rows, matched_rows, groups)
