@@ -1,4 +1,5 @@
-"""Rebuild the docs/img figures and tables of docs/results.md from finished runs' summary.json files.
+"""Rebuild the miniature-world and SmolLM2 multiple-choice figures (docs/img/miniature_*, smollm2_mcq_*)
+and tables of docs/results.md from finished runs' summary.json files (the text study: study.py summary).
 
 Usage (repository root): python experiments/make_figures.py [--miniature runs/miniature] [--smollm2 runs/smollm2]
 """
@@ -22,7 +23,7 @@ def main() -> int:
     parser.add_argument("--recollect", action="store_true",
                         help="re-read every run's eval/audit files (after adding fields to collect_numbers)")
     args = parser.parse_args()
-    for name, folder in (("miniature", args.miniature), ("smollm2", args.smollm2)):
+    for name, folder in (("miniature", args.miniature), ("smollm2_mcq", args.smollm2)):
         path = folder / "summary.json"
         if not path.is_file():
             sys.stdout.write(f"{name}: no {path}, skipped\n")
