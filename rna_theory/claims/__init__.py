@@ -113,7 +113,7 @@ VERIFIER_MODULES = ("c1", "c2", "c3", "c4", "c5", "c6", "c7")
 #: Settings provided by other packages, imported only when asked for (they need transformers and
 #: a trained model, so they stay out of the default check). The module registers the setting and
 #: its verifiers on import.
-PLUGIN_SETTINGS: dict[int, str] = {4: "rna_train.miniature.theory"}
+PLUGIN_SETTINGS: dict[int, str] = {4: "rna_train.miniature.theory", 5: "rna_train.textstudy_theory"}
 DEFAULT_SETTINGS = (1, 2, 3)
 
 

@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``rna theory``."""
     parser.add_argument("action", choices=["check"], help="check: run the claim verifiers")
     parser.add_argument("--claims", help="comma-separated claim ids, e.g. C2,C6 (default: all)")
-    parser.add_argument("--settings", help="comma-separated setting indices, e.g. 1,3 (default: 1,2,3; setting 4, "
-                        "the miniature transformer world, trains models and is opt-in)")
+    parser.add_argument("--settings", help="comma-separated setting indices, e.g. 1,3 (default: 1,2,3; opt-in: "
+                        "4, the miniature transformer world, trains models; 5, the SmolLM2 study, reads "
+                        "docs/data/smollm2_summary.json and smollm2_theory.json)")
     parser.add_argument("--quick", action="store_true", help="small Monte Carlo sizes (a smoke check, < 10 s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every generator and Monte Carlo draw")
     parser.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                       progress=lambda msg: log.info("checking %s", msg))
     if not rows:
         raise RNAError("no verifier matched the chosen claims and settings", where="--settings",
-                       fix="settings 1-3 cover C1-C7; setting 4 needs rna_train's tiny transformer")
+                       fix="settings 1-3 cover C1-C7; setting 4 (C1, C6-C8) needs rna_train's tiny transformer; "
+                           "setting 5 (C7, C8) the SmolLM2 study's summaries")
     elapsed = time.perf_counter() - start
     data = [r.to_dict() for r in rows]
     doc = {"schema": SCHEMA, "seed": args.seed, "quick": args.quick, "claims": claims,

@@ -1,0 +1,81 @@
+"""The study summary's matched-forgetting interpolation and `rna theory check --settings 5` rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _cells(value: float, n_items: int = 3, n_words: int = 2):
+    """Cells whose every (item, keyword) NLL effect is ``value`` (one group, ``forget``)."""
+    from rna_train.eval.fragility import Cells, TextItem
+
+    k = 4
+    items = [TextItem(i, 20, (1, 2), (3, 4, 5, 6)) for i in range(n_items)]
+    clean = np.zeros((n_items, k))
+    pert = np.full((n_items, n_words, k), -value)
+    return Cells(["a", "b"][:n_words], ["forget"] * n_words, items, clean, np.zeros((n_items, k)), pert,
+                 np.zeros((n_items, n_words, k)), np.full((n_items, n_words), np.nan), np.full(n_items, np.nan))
+
+
+def _point(step: int, forget_nll: float, value: float):
+    from rna_train.textstudy_summary import Point
+
+    p = Point("v", 0, step, {"forget_heldout": {"nll": forget_nll}}, Path("unused"))
+    p._cells = _cells(value)
+    return p
+
+
+def test_at_forget_level_averages_every_crossing():
+    """Forget NLL 4, 6, 5, 7 at steps 1-4 with excess 0, 1, 2, 3: level 5.5 is crossed three times
+    (interpolated 0.75, 1.5, 2.25): the run's value is their mean; a level never reached gives None."""
+    from rna_train.textstudy_summary import at_forget_level
+
+    base = _cells(0.0)
+    run = [_point(s, f, v) for s, f, v in ((3, 5.0, 2.0), (1, 4.0, 0.0), (4, 7.0, 3.0), (2, 6.0, 1.0))]
+    got = at_forget_level(run, 5.5, base, "forget", head=2)
+    np.testing.assert_allclose(got, np.full((3, 2), 1.5))
+    np.testing.assert_allclose(at_forget_level(run, 4.5, base, "forget", head=2), np.full((3, 2), 0.25))
+    assert at_forget_level(run, 7.5, base, "forget", head=2) is None
+
+
+def _summary() -> dict:
+    iv = lambda m, lo, hi: {"mean": m, "low": lo, "high": hi, "n": 10, "resampled": ["seed", "chunk", "keyword"]}  # noqa: E731
+    return {
+        "pooled": [{"variant": "rmu", "step": 50, "seeds": [0, 1, 2], "forget_nll": 4.6,
+                    "excess": {"forget": iv(0.0, -0.02, 0.02), "control": iv(0.0, -0.01, 0.01)}},
+                   {"variant": "rmu", "step": 150, "seeds": [0, 1, 2], "forget_nll": 7.0,
+                    "excess": {"forget": iv(0.4, 0.1, 0.8), "control": iv(0.03, 0.01, 0.05)}}],
+        "matched": [{"variant": "rmu-target-0.25", "reference": "rmu", "group": "forget", "forget_nll": 6.0,
+                     "seeds": [3, 3], "difference": iv(-0.2, -0.3, -0.1)},
+                    {"variant": "rmu-target-0.25", "reference": "rmu", "group": "forget", "forget_nll": 7.0,
+                     "seeds": [1, 3], "difference": iv(0.1, -0.1, 0.3)}]}
+
+
+def test_setting5_rows_read_the_study(tmp_path, monkeypatch):
+    """Setting 5 turns the committed summaries into C7/C8 rows with sign verdicts; a missing file is
+    a clear error naming the variable to set."""
+    from rna_theory.claims import run_checks
+    from rna_theory.errors import RNAError
+
+    summary, theory = tmp_path / "s.json", tmp_path / "t.json"
+    summary.write_text(json.dumps(_summary()))
+    theory.write_text(json.dumps([{"step": 150, "eta": 9.0, "dim": 576, "median_margin": 0.4, "rows": [
+        {"variant": "rmu-target-0.25", "certified": 0.0, "first_order": 0.52, "measured": 0.60},
+        {"variant": "rmu-target-1", "certified": 0.0, "first_order": 0.61, "measured": None}]}]))
+    monkeypatch.setenv("RNA_STUDY_SUMMARY", str(summary))
+    monkeypatch.setenv("RNA_STUDY_THEORY", str(theory))
+    rows = {r.quantity: r for r in run_checks(["C7", "C8"], settings=[5])}
+    forget = rows["(i) rmu step 150: forget-word excess NLL over base (nats/token)"]
+    assert forget.verdict == "holds" and forget.measured == 0.4
+    assert rows["(i) rmu step 150: control-word excess NLL over base (nats/token)"].verdict == "violated"
+    matched = rows["(ii) rmu-target-0.25 - rmu: forget excess at forget NLL 6.0"]
+    assert matched.verdict == "holds" and matched.ci == (-0.3, -0.1)
+    tuner = [r for r in rows.values() if r.claim == "C7"]
+    assert len(tuner) == 1 and tuner[0].verdict == "violated" and tuner[0].predicted == 0.52
+    monkeypatch.setenv("RNA_STUDY_SUMMARY", str(tmp_path / "missing.json"))
+    with pytest.raises(RNAError, match="RNA_STUDY_SUMMARY"):
+        run_checks(["C8"], settings=[5])
