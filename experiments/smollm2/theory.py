@@ -68,6 +68,13 @@ def theory_inputs(out: Path, variant: str, seeds: list[int], step: int, head: in
     return None
 
 
+def forget_nll(out: Path, variant: str, seeds: list[int], step: int) -> float | None:
+    """Mean held-out forget NLL of ``variant`` at ``step`` over the evaluated seeds (how unlearned it is)."""
+    values = [json.loads(p.read_text())["forget_heldout"]["nll"] for seed in seeds
+              if (p := out / variant / f"seed-{seed}" / f"eval-step-{step}.json").is_file()]
+    return float(np.mean(values)) if values else None
+
+
 def crossing(nus: list[float], values: list[float | None], target: float) -> float | None:
     """Smallest nu at which the piecewise-linear curve (nu, value) reaches ``target``; None if never."""
     pts = [(n, v) for n, v in zip(nus, values) if v is not None]
@@ -100,8 +107,8 @@ def compare(plan: Any, step: int, method: str = "rmu") -> dict | None:
                                    criterion=crit) for crit in ("certified", "first-order")}
     meas = [measured(out, v, plan.variant(v).seeds, step, head) for v in names]
     rows = [{"variant": v, "nu_relative": nu, "certified": c.certified, "first_order": f.first_order,
-             "measured": m} for v, nu, c, f, m in zip(names, nus, result["certified"].rows,
-                                                       result["first-order"].rows, meas)]
+             "measured": m, "forget_nll": forget_nll(out, v, plan.variant(v).seeds, step)}
+            for v, nu, c, f, m in zip(names, nus, result["certified"].rows, result["first-order"].rows, meas)]
     return {"method": method, "mode": "target", "step": step, "target_base_unchanged": target,
             "plain_unchanged": measured(out, plain, plan.variant(plain).seeds, step, head), "rows": rows,
             "recommended_nu_relative": {k: r.recommended_nu_relative for k, r in result.items()},
@@ -130,10 +137,13 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     plan = load_plan(args.plan)
     docs = [d for d in [compare(plan, args.step)] if d is not None]
-    lines = ["| variant | nu / RMS | predicted certified | predicted first-order | measured (RNA-trained) |",
-             "|---|---|---|---|---|"]
+    lines = ["| variant | nu / RMS | forget NLL | predicted certified | predicted first-order "
+             "| measured (RNA-trained) |",
+             "|---|---|---|---|---|---|"]
     for d in docs:
-        lines += [f"| {r['variant']} | {r['nu_relative']} | {r['certified']:.3f} | {r['first_order']:.3f} | "
+        lines += [f"| {r['variant']} | {r['nu_relative']} | "
+                  + (f"{r['forget_nll']:.2f}" if r["forget_nll"] is not None else "-")
+                  + f" | {r['certified']:.3f} | {r['first_order']:.3f} | "
                   + (f"{r['measured']:.3f}" if r["measured"] is not None else "not run") + " |" for r in d["rows"]]
         lines.append(f"\ntarget = base model's measured share {d['target_base_unchanged']:.3f}; plain RMU "
                      f"{d['plain_unchanged']}; eta {d['eta']:.3g}, d {d['dim']}, median margin "
