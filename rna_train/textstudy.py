@@ -80,13 +80,6 @@ def prepare_data(root: str | Path, tokenizer: Any, *, heldout_every: int = 5, n_
     return data
 
 
-def read_texts(path: Path) -> list[str]:
-    """The ``text`` field of every line of a study split."""
-    from rna_train.data import read_texts as read
-
-    return read(path)
-
-
 def corpus_nll(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64,
                batch_size: int = 16) -> dict[str, float]:
     """Mean token NLL and top-1 accuracy of the first ``max_length`` tokens of each text."""
@@ -107,6 +100,7 @@ def corpus_nll(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: 
 def evaluate_model(model: Any, tokenizer: Any, data: StudyData, spec: TextSpec, out: Path, *,
                    baseline: Cells | None = None, n_nll_texts: int = 32, label: str = "") -> dict[str, Any]:
     """Forget/retain NLL on held-out text and keyword fragility; writes ``out`` (json + cells)."""
+    from rna_train.data import read_texts
     from rna_train.eval.fragility import build_items, check_same_cells, score_cells, summarize
 
     t0 = time.perf_counter()

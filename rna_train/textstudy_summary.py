@@ -53,12 +53,11 @@ class Point:
     def effect(self, group: str, head: int, metric: str = "nll") -> np.ndarray:
         """(chunks x group keywords) effect of one inserted word, NaN where not scored."""
         cells = self.cells()
-        return cells.effect(metric, head)[:, [c for c, g in enumerate(cells.groups) if g == group]]
+        return cells.effect(metric, head)[:, cells.columns(group)]
 
     def excess(self, base: Cells, group: str, head: int, metric: str = "nll") -> np.ndarray:
         """(chunks x group keywords) effect minus the base model's, NaN where not scored."""
-        return self.effect(group, head, metric) - base.effect(metric, head)[:, [c for c, g in enumerate(base.groups)
-                                                                                if g == group]]
+        return self.effect(group, head, metric) - base.effect(metric, head)[:, base.columns(group)]
 
 
 def collect(out: Path, plan: Any) -> list[Point]:

@@ -43,16 +43,18 @@ HERE = Path(__file__).resolve().parent
 MAX_MARGIN = float(ndtri(1 - P_CLIP))
 
 
+def unchanged_share(path: Path, head: int, group: str = "forget") -> float | None:
+    """Share of unchanged predictions of tokens 1..head for ``group``'s keywords in one cells file (the
+    positions the latent rows predict); None if the file is missing or predates recorded predictions."""
+    cells = Cells.load(path) if path.is_file() else None
+    share = cells.unchanged(head) if cells is not None else None
+    return None if share is None else float(np.nanmean(share[:, cells.columns(group)]))
+
+
 def measured(out: Path, variant: str, seeds: list[int], step: int, head: int, group: str = "forget") -> float | None:
-    """Mean over seeds of the measured share of unchanged predictions of tokens 1..head of ``group``
-    (computed from the cells: the positions the latent rows predict)."""
-    values = []
-    for seed in seeds:
-        path = out / variant / f"seed-{seed}" / f"eval-step-{step}.cells.npz"
-        cells = Cells.load(path) if path.is_file() else None
-        share = cells.unchanged(head) if cells is not None else None
-        if share is not None:
-            values.append(float(np.nanmean(share[:, [c for c, g in enumerate(cells.groups) if g == group]])))
+    """Mean over seeds of :func:`unchanged_share` of ``variant`` at ``step``."""
+    values = [v for seed in seeds if (v := unchanged_share(
+        out / variant / f"seed-{seed}" / f"eval-step-{step}.cells.npz", head, group)) is not None]
     return float(np.mean(values)) if values else None
 
 
@@ -95,7 +97,7 @@ def compare(plan: Any, step: int, method: str = "rmu") -> dict | None:
     head = plan.spec().head_tokens
     plain = next(v for v in plan.variants if plan.variant(v).rna == "off" and plan.variant(v).method == method)
     inputs = theory_inputs(out, plain, plan.variant(plain).seeds, step, head)
-    target = _base_unchanged(out, head)
+    target = unchanged_share(out / "base" / "eval.cells.npz", head)  # the base model's robustness
     if inputs is None or target is None:
         logging.warning("no evaluation of %s at step %d (or of base) recorded predictions: run the study", plain, step)
         return None
@@ -115,16 +117,6 @@ def compare(plan: Any, step: int, method: str = "rmu") -> dict | None:
             "measured_nu_relative_at_target": crossing(nus, meas, target),
             "eta": result["certified"].eta, "dim": result["certified"].dim, "latents": str(latents),
             "median_margin": float(np.median(margins))}
-
-
-def _base_unchanged(out: Path, head: int) -> float | None:
-    """The base model's measured unchanged share for forget keywords (the robustness target)."""
-    path = out / "base" / "eval.cells.npz"
-    cells = Cells.load(path) if path.is_file() else None
-    share = cells.unchanged(head) if cells is not None else None
-    if share is None:
-        return None
-    return float(np.nanmean(share[:, [c for c, g in enumerate(cells.groups) if g == "forget"]]))
 
 
 def main() -> int:

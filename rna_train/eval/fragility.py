@@ -165,6 +165,10 @@ class Cells:
     pert_pred: np.ndarray | None = None
     clean_margin: np.ndarray | None = None
 
+    def columns(self, group: str) -> list[int]:
+        """Keyword columns of ``group``."""
+        return [c for c, g in enumerate(self.groups) if g == group]
+
     def unchanged(self, head: int | None = None) -> np.ndarray | None:
         """(items x keywords) share of the predictions made *from* the first ``head`` suffix states (or
         all of them) that the keyword leaves unchanged (theory.md's robustness); None if not recorded.

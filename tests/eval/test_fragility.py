@@ -44,25 +44,34 @@ def tiny(llama_dir):
     return model, AutoTokenizer.from_pretrained(llama_dir)
 
 
+def _record_calls(monkeypatch, name: str) -> list:
+    """Wrap ``rna_train.eval.tokenscores.<name>`` so every call's ``groups`` argument is recorded."""
+    from rna_train.eval import tokenscores
+
+    calls: list = []
+    real = getattr(tokenscores, name)
+
+    def spy(model, groups, **kw):
+        calls.append(groups)
+        return real(model, groups, **kw)
+
+    monkeypatch.setattr(tokenscores, name, spy)
+    return calls
+
+
 def test_scored_suffix_identical_across_conditions(tiny, corpora, monkeypatch):
     """Every condition of a chunk ends with the same suffix ids, and those ids are the suffix text's."""
-    from rna_train.eval import fragility, tokenscores
+    from rna_train.eval import fragility
     from rna_train.eval.fragility import TextSpec, build_items, score_cells
 
     model, tok = tiny
     spec = TextSpec(n_chunks=6, suffix_tokens=10, head_tokens=4, keywords_per_chunk=3, n_boot=50)
     items = build_items(corpora[1], tok, spec)
-    seen = []
-    real = tokenscores.shared_prefix_scores
-
-    def spy(model, groups, **kw):
-        seen.extend(groups)
-        return real(model, groups, **kw)
-
-    monkeypatch.setattr(tokenscores, "shared_prefix_scores", spy)
+    calls = _record_calls(monkeypatch, "shared_prefix_scores")
     groups = {"forget": TOPIC[:5], "control": OTHER[:5]}
     score_cells(model, tok, items, groups, spec)
-    assert len(seen) == len(items)
+    seen = [g for call in calls for g in call]
+    assert len(calls) == len(items) and len(seen) == len(items)
     kw_ids = fragility.keyword_ids(tok, TOPIC[:5] + OTHER[:5])
     for item, (ctx, conts) in zip(items, seen):
         assert tuple(ctx) == item.prefix_ids
@@ -247,7 +256,6 @@ def test_baseline_of_other_cells_is_refused(llama_dir, text_files, tmp_path, cap
 def test_answer_form_scores_the_same_answer_ids_and_pairs_exactly(tiny, monkeypatch):
     """Question form: every condition scores the clean context's answer ids; a model paired with itself
     has zero excess; the keyword is inside the question, never in the scored answer."""
-    from rna_train.eval import tokenscores
     from rna_train.eval.answerform import insert_word, score_answers, summarize_answers
     from rna_train.eval.fragility import TextSpec
     from rna_train.eval.probes import Question
@@ -255,14 +263,7 @@ def test_answer_form_scores_the_same_answer_ids_and_pairs_exactly(tiny, monkeypa
     model, tok = tiny
     questions = [Question(f"Which {w} was built first in the old town", ("a bridge", "the railway", "x", "y"), i % 2)
                  for i, w in enumerate(OTHER[:5])]
-    seen = []
-    real = tokenscores.plain_scores
-
-    def spy(model, groups, **kw):
-        seen.append(groups)
-        return real(model, groups, **kw)
-
-    monkeypatch.setattr(tokenscores, "plain_scores", spy)
+    seen = _record_calls(monkeypatch, "plain_scores")
     spec = TextSpec(keywords_per_chunk=2, n_boot=100, batch_size=4)
     cells = score_answers(model, tok, questions, {"forget": TOPIC[:4], "control": OTHER[8:12]}, spec)
     assert len(seen) == 5
