@@ -171,13 +171,16 @@ def train_run(config: dict[str, Any], run_dir: Path) -> bool:
 
 @dataclasses.dataclass
 class MethodSpec:
-    """One unlearning method of a study: trainer ``method`` options, learning rate, evaluation steps."""
+    """One unlearning method of a study: trainer ``method`` options, learning rate, evaluation steps,
+    and optionally the trainable parameter patterns (``model.trainable.patterns``; default: the
+    architecture's MLP output projection)."""
 
     method: dict[str, Any] = dataclasses.field(default_factory=dict)
     lr: float = 1e-3
     eval_steps: list[int] = dataclasses.field(default_factory=lambda: [150])
     batch_size: int | None = None
     max_length: int | None = None
+    trainable: list[str] | None = None
 
 
 @dataclasses.dataclass
@@ -259,7 +262,8 @@ def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyDa
             rna["layer"] = variant.rna_layer
     train = {"batch_size": 4, "max_length": 64, "min_length": 16, **plan.train}
     return {
-        "seed": seed, "model": {"name_or_path": str(model), "dtype": "fp32"},
+        "seed": seed, "model": {"name_or_path": str(model), "dtype": "fp32",
+                                "trainable": {"patterns": method.trainable}},
         "data": {"forget": [{"name": "bio", "path": str(data.split("forget_train"))}],
                  "retain": {"name": "wikipedia", "path": str(data.split("retain_train"))},
                  "max_length": method.max_length or train["max_length"], "min_length": train["min_length"]},

@@ -1,10 +1,12 @@
 """Short training-only trials to find settings that unlearn (issue 11: "say which ones you tried").
 
-Trains one method config of a study plan for a few steps and prints the training forget NLL
-trajectory (metrics.jsonl's ``forget_nll`` for PO methods, ``forget`` loss for RM methods) and the
-retain term, without the (slower) fragility evaluation. Results: runs/trials/<name>/.
+Trains one method of a study plan (its model, data, method options and learning rate; ``--method``)
+for a few steps and prints the training forget NLL trajectory (metrics.jsonl's ``forget_nll`` for
+PO methods, ``forget`` loss for RM methods) and the retain term, without the (slower) fragility
+evaluation. The plan's data must exist (``study.py run`` prepares it). Results: runs/trials/<name>/.
 
-    python experiments/smollm2/trial.py npo-lr1e-3 method.name=npo method.alpha=1.0 lr=1e-3 steps=100
+    python experiments/smollm2/trial.py npo-lr1e-3 --method npo method.alpha=1.0 lr=1e-3 steps=100
+    python experiments/smollm2/trial.py gemma-rmu --plan experiments/gemma3/study.yaml --method rmu steps=60
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from pathlib import Path
 
 import torch
 
-from rna_train.assets import require
 from rna_train.config import parse_override, set_dotted
-from rna_train.textstudy import StudyData, train_run
+from rna_train.textstudy import StudyData, load_plan, model_path, run_config, train_run
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,19 +29,18 @@ def main() -> int:
     """Train one trial and print every 10th metrics row."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
+    parser.add_argument("--plan", type=Path, default=HERE / "study.yaml")
+    parser.add_argument("--method", default="rmu", help="a method of the plan (default rmu)")
     parser.add_argument("settings", nargs="*", help="method.KEY=V, lr=V, steps=N, batch_size=N, max_length=N, "
                         "rna.mode=..., rna.noise.nu=...")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    data = StudyData(Path("runs/study/data"))
-    cfg = {"seed": 0, "model": {"name_or_path": str(require("smollm2")), "dtype": "fp32"},
-           "data": {"forget": [{"name": "bio", "path": str(data.split("forget_train"))}],
-                    "retain": {"name": "wikipedia", "path": str(data.split("retain_train"))},
-                    "max_length": 64, "min_length": 16},
-           "method": {"name": "npo", "layer": 6}, "rna": {"mode": "off", "noise": 0.0},
-           "train": {"steps": 100, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 0, "log_every": 10,
-                     "save_model": False, "progress": False}}
+    plan = load_plan(args.plan)
+    plan.variants = {"trial": {"method": args.method}}
+    data = StudyData(Path(plan.data or Path(plan.out) / "data"))
+    cfg = run_config(plan, "trial", 0, model_path(plan), data)
+    cfg["train"].update({"steps": 100, "snapshot_steps": [], "checkpoint_every": 0, "log_every": 10})
     for item in args.settings:
         key, value = parse_override(item)
         if key in ("lr", "steps", "batch_size"):

@@ -79,3 +79,23 @@ def test_setting5_rows_read_the_study(tmp_path, monkeypatch):
     monkeypatch.setenv("RNA_STUDY_SUMMARY", str(tmp_path / "missing.json"))
     with pytest.raises(RNAError, match="RNA_STUDY_SUMMARY"):
         run_checks(["C8"], settings=[5])
+
+
+def test_a_methods_trainable_patterns_reach_the_run_config(tmp_path):
+    """``methods.<m>.trainable`` sets ``model.trainable.patterns`` of that method's runs only."""
+    import yaml
+
+    from rna_train.textstudy import StudyData, load_plan, run_config
+
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump({
+        "methods": {"rmu": {"method": {"name": "rmu", "layer": 2}, "trainable": ["mlp.down_proj", "post_*"]},
+                    "npo": {"method": {"name": "npo", "layer": 2}}},
+        "variants": {"a": {"method": "rmu"}, "b": {"method": "npo", "rna": "target", "nu": 0.1}}}))
+    plan = load_plan(plan_file)
+    data = StudyData(tmp_path / "data")
+    a = run_config(plan, "a", 0, tmp_path / "model", data)
+    b = run_config(plan, "b", 1, tmp_path / "model", data)
+    assert a["model"]["trainable"]["patterns"] == ["mlp.down_proj", "post_*"]
+    assert b["model"]["trainable"]["patterns"] is None
+    assert b["rna"]["noise"] == {"nu": 0.1, "relative_to": "rms"} and b["seed"] == 1
