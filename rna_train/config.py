@@ -22,6 +22,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from rna_theory.errors import RNAError
+from rna_theory.noise import NoiseSchedule
 
 T = TypeVar("T")
 
@@ -49,7 +50,12 @@ def yaml_load(text: str) -> Any:
 
 
 def field(default: Any = dataclasses.MISSING, *, doc: str = "", **constraints: Any) -> Any:
-    """A dataclass field carrying its help text and constraints (min, max, gt, choices)."""
+    """A dataclass field carrying its help text and constraints (min, max, gt, choices).
+
+    Two more keys: ``parse`` (a ``(value, key) -> value`` function used instead of the generic
+    type check) and ``shorthand`` (the mapping key a scalar value stands for, so ``rna.noise=0.05``
+    in a file and ``rna.noise.nu=0.03`` as an override combine).
+    """
     meta = {"doc": doc, **constraints}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -132,8 +138,14 @@ class RNAConfig:
     mode: str = field("off", choices=("off", "target", "input"))
     layer: int | None = field(None, min=0, doc="decoder layer whose output is perturbed "
                               "(default: the method's layer)")
-    noise: Any = field(0.0, doc="nu (std), a NoiseSchedule mapping, or auto")
+    noise: NoiseSchedule = field(NoiseSchedule(0.0), parse=lambda value, key: value, shorthand="nu",
+                                 doc="nu (std), a NoiseSchedule mapping, or auto; always a NoiseSchedule "
+                                     "once loaded (auto is tuned at load from rna.auto)")
     auto: NoiseAutoConfig = field(NoiseAutoConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.noise, NoiseSchedule):
+            self.noise = parse_noise(self.noise, self.auto, active=self.mode != "off")
 
 
 @dataclasses.dataclass
@@ -288,15 +300,80 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         if name not in data:
             continue
         key = f"{prefix}.{name}" if prefix else name
-        value = _convert(data[name], hints[name], key)
+        parse = f.metadata.get("parse")
+        value = parse(data[name], key) if parse else _convert(data[name], hints[name], key)
         _check_constraints(value, f.metadata, key)
         kwargs[name] = value
     return cls(**kwargs)
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain-data form of a config dataclass (what is written as the resolved YAML)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    """Plain-data form of a config dataclass (what is written as the resolved YAML; tuples as lists)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(obj)) if dataclasses.is_dataclass(obj) else obj
+
+
+def shorthands(cls: type, prefix: str = "") -> dict[str, str]:
+    """Dotted paths of ``cls``'s fields (recursively) whose scalar form stands for a mapping key."""
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if "shorthand" in f.metadata:
+            out[key] = f.metadata["shorthand"]
+        elif dataclasses.is_dataclass(hints[f.name]):
+            out.update(shorthands(hints[f.name], f"{key}."))
+    return out
+
+
+def parse_noise(noise: Any, auto: NoiseAutoConfig, *, active: bool = True) -> NoiseSchedule:
+    """The :class:`NoiseSchedule` of an ``rna.noise`` value: a number, a mapping or ``auto``.
+
+    ``auto`` (or a mapping with ``nu: auto``) asks :func:`rna_theory.tuner.tune_from_file` for the
+    smallest nu meeting ``auto.target`` given the latents file ``auto.latents``; when RNA is off
+    (``active`` false) nothing is tuned and nu is 0. Errors name ``rna.noise...``.
+    """
+    is_auto = noise == "auto" or (isinstance(noise, Mapping) and noise.get("nu") == "auto")
+    if is_auto:
+        relative = isinstance(noise, Mapping) and noise.get("relative_to") == "rms"
+        nu = _auto_nu(auto, relative=relative) if active else 0.0
+        noise = {**noise, "nu": nu} if isinstance(noise, Mapping) else nu
+    try:
+        return NoiseSchedule.from_dict(noise)
+    except RNAError as exc:
+        where = exc.where or "noise"
+        where = where if where.startswith("noise") else f"noise.{where}"
+        raise RNAError(exc.what, where=f"rna.{where}", fix=exc.fix) from None
+    except TypeError as exc:  # a mapping value of the wrong type (e.g. nu: [1])
+        raise RNAError(f"invalid noise value {noise!r} ({exc})", where="rna.noise",
+                       fix="write a number, auto, or {nu: 0.03, kind: constant}") from None
+
+
+def _auto_nu(auto: NoiseAutoConfig, *, relative: bool) -> float:
+    import logging
+
+    if not auto.latents:
+        raise RNAError("nu: auto needs a latents file", where="rna.auto.latents",
+                       fix="set rna.auto.latents to the .npz written by `rna tune`/the theory tools")
+    if not Path(auto.latents).is_file():
+        raise RNAError(f"latents file {auto.latents!r} not found", where="rna.auto.latents",
+                       fix="run the latent collection first or fix the path")
+    from rna_theory.tuner import tune_from_file
+
+    result = tune_from_file(auto.latents, target=auto.target)
+    nu = getattr(result, "recommended_nu_relative" if relative else "recommended_nu", None)
+    if nu is None:
+        raise RNAError(f"no noise scale meets the robustness target {auto.target}", where="rna.auto.target",
+                       fix="lower rna.auto.target or set rna.noise to a number")
+    logging.getLogger(__name__).info("rna: nu auto-tuned to %.4g from %s (target %s)", nu, auto.latents,
+                                     auto.target)
+    return float(nu)
 
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
@@ -317,8 +394,13 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     return out
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.0.c`` in nested dicts/lists, creating mappings as needed."""
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, expand: Mapping[str, str] | None = None) -> None:
+    """Set ``a.b.0.c`` in nested dicts/lists, creating mappings as needed.
+
+    ``expand`` maps dotted paths whose scalar value is shorthand for a mapping to that mapping's
+    key (:func:`shorthands`): setting ``rna.noise.nu`` where ``rna.noise`` is ``0.05`` first turns
+    it into ``{nu: 0.05}``.
+    """
     parts = dotted.split(".")
     node: Any = data
     for i, part in enumerate(parts):
@@ -340,6 +422,8 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         else:
             if node.get(part) is None:
                 node[part] = {}
+            elif expand and where in expand and not isinstance(node[part], (dict, list)):
+                node[part] = {expand[where]: node[part]}
             node = node[part]
 
 
@@ -358,8 +442,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_raw(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a YAML config (optional) and apply ``key=value`` overrides; nothing is validated yet."""
+def load_raw(path: str | Path | None, overrides: Sequence[str] = (),
+             expand: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read a YAML config (optional) and apply ``key=value`` overrides; nothing is validated yet
+    (``expand``: scalar shorthands, see :func:`set_dotted`)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -374,7 +460,7 @@ def load_raw(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str
         data = loaded or {}
     for text in overrides:
         key, value = parse_override(text)
-        set_dotted(data, key, value)
+        set_dotted(data, key, value, expand)
     return data
 
 
@@ -382,7 +468,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple
     """Parse and validate a run config; returns ``(RunConfig, method options dataclass)``."""
     from rna_train.methods import get_method
 
-    raw = load_raw(path, overrides)
+    raw = load_raw(path, overrides, shorthands(RunConfig))
     cfg = from_dict(RunConfig, raw)
     method_data = dict(cfg.method)
     name = method_data.pop("name", None)

@@ -18,15 +18,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from rna_theory.errors import RNAError
 from rna_theory.noise import NoiseSchedule
 from rna_train.models import edit_layer_output
 
@@ -83,46 +79,3 @@ class RNA:
         assert schedule is not None and self.active, "add_noise needs an active RNA schedule"
         m = mask.to(hidden.dtype).unsqueeze(-1)
         return hidden + schedule.sample(hidden, step, mask=mask, generator=generator) * m
-
-
-def resolve_schedule(noise: Any, *, latents: str | None, target: float | None,
-                     total_steps: int) -> NoiseSchedule:
-    """Build the run's :class:`NoiseSchedule` from the config's ``rna.noise`` value.
-
-    ``noise`` is a number, a schedule mapping, ``auto`` or a mapping with ``nu: auto``; ``auto``
-    asks :func:`rna_theory.tuner.tune_from_file` for the smallest nu meeting ``target`` given the
-    latents file ``latents`` (an npz written by the theory tools).
-    """
-    is_auto = noise == "auto" or (isinstance(noise, Mapping) and noise.get("nu") == "auto")
-    if is_auto:
-        relative = isinstance(noise, Mapping) and noise.get("relative_to") == "rms"
-        nu = _auto_nu(latents, target, relative=relative)
-        noise = {**noise, "nu": nu} if isinstance(noise, Mapping) else nu
-    try:
-        schedule = NoiseSchedule.from_dict(noise)
-    except RNAError as exc:
-        where = exc.where or "noise"
-        where = where if where.startswith("noise") else f"noise.{where}"
-        raise RNAError(exc.what, where=f"rna.{where}", fix=exc.fix) from None
-    return schedule.with_total_steps(total_steps)
-
-
-def _auto_nu(latents: str | None, target: float | None, *, relative: bool) -> float:
-    if not latents:
-        raise RNAError("nu: auto needs a latents file", where="rna.auto.latents",
-                       fix="set rna.auto.latents to the .npz written by `rna tune`/the theory tools")
-    if not Path(latents).is_file():
-        raise RNAError(f"latents file {latents!r} not found", where="rna.auto.latents",
-                       fix="run the latent collection first or fix the path")
-    try:
-        from rna_theory.tuner import tune_from_file
-    except ImportError as exc:
-        raise RNAError(f"the noise tuner is not available ({exc})", where="rna.noise",
-                       fix="set rna.noise to a number") from None
-    result = tune_from_file(latents, target=0.95 if target is None else target)
-    nu = getattr(result, "recommended_nu_relative" if relative else "recommended_nu", None)
-    if nu is None:
-        raise RNAError(f"no noise scale meets the robustness target {target}", where="rna.auto.target",
-                       fix="lower rna.auto.target or set rna.noise to a number")
-    log.info("rna: nu auto-tuned to %.4g from %s (target %s)", nu, latents, target)
-    return float(nu)

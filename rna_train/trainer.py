@@ -34,7 +34,7 @@ from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Counts, Setup, StepContext
 from rna_train.models import frozen_copy, load_model, load_tokenizer, original_values, select_trainable
 from rna_train.refcache import ReferenceCache, length_sorted_chunks, prefill
-from rna_train.rna import RNA, resolve_schedule, step_seed
+from rna_train.rna import RNA, step_seed
 from rna_train.truncated import can_truncate, save_patched
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
     """
     method_cls = get_method(cfg.method["name"])
     m = cfg.model
-    # Cheap checks first (tokenizer, data, noise schedule): a 7B model takes minutes to load.
+    # Cheap checks first (tokenizer, data): a 7B model takes minutes to load.
     if model_and_tokenizer is None:
         source = m.tokenizer or m.name_or_path
         if source is None:
@@ -114,9 +114,7 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
     rna = RNA(mode=cfg.rna.mode, layer=cfg.rna.layer if cfg.rna.layer is not None else options.layer,
               seed=cfg.seed, rank=rank)
     if cfg.rna.mode != "off":
-        schedule = resolve_schedule(cfg.rna.noise, latents=cfg.rna.auto.latents, target=cfg.rna.auto.target,
-                                    total_steps=cfg.train.steps)
-        rna = dataclasses.replace(rna, schedule=schedule)
+        rna = dataclasses.replace(rna, schedule=cfg.rna.noise.with_total_steps(cfg.train.steps))
     keep = None
     if shared_reference and model_and_tokenizer is None and can_truncate(m.name_or_path, m.gguf_file):
         top = method_cls.top_layer(options)

@@ -134,10 +134,11 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, assets: dict[str, Path]
 def test_nu_auto_uses_the_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    from rna_train.rna import resolve_schedule
+    from rna_train.config import NoiseAutoConfig, parse_noise
 
     latents = tmp_path / "latents.npz"
     latents.write_bytes(b"")
+    auto = NoiseAutoConfig(latents=str(latents), target=0.9)
     calls: list[tuple[str, float]] = []
 
     def fake(path: str, target: float) -> object:
@@ -145,12 +146,37 @@ def test_nu_auto_uses_the_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         return types.SimpleNamespace(recommended_nu=0.02, recommended_nu_relative=0.1)
 
     monkeypatch.setattr("rna_theory.tuner.tune_from_file", fake)
-    assert resolve_schedule("auto", latents=str(latents), target=0.9, total_steps=5).nu == 0.02
-    rel = resolve_schedule({"nu": "auto", "relative_to": "rms"}, latents=str(latents), target=0.9,
-                           total_steps=5)
-    assert rel.nu == 0.1 and rel.relative_to == "rms" and rel.total_steps == 5
+    assert parse_noise("auto", auto).nu == 0.02
+    rel = parse_noise({"nu": "auto", "relative_to": "rms"}, auto)
+    assert rel.nu == 0.1 and rel.relative_to == "rms"
     assert calls == [(str(latents), 0.9)] * 2
+    assert parse_noise("auto", auto, active=False).nu == 0.0 and len(calls) == 2  # RNA off: nothing tuned
     monkeypatch.setattr("rna_theory.tuner.tune_from_file",
                         lambda path, target: types.SimpleNamespace(recommended_nu=None))
     with pytest.raises(RNAError, match="no noise scale meets"):
-        resolve_schedule("auto", latents=str(latents), target=0.99, total_steps=5)
+        parse_noise("auto", NoiseAutoConfig(latents=str(latents), target=0.99))
+
+
+def test_noise_is_a_schedule_at_load_whatever_its_form(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """``rna.noise`` as a number, a mapping, or a number refined by ``rna.noise.nu=`` (the README's
+    override of a config that writes a number) all load as a NoiseSchedule; a bad value fails at
+    load even with RNA off; the resolved config reloads to the same schedule."""
+    from rna_theory.noise import NoiseSchedule
+    from rna_train import config
+
+    raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "out")
+    raw["rna"] = {"mode": "target", "noise": 0.05}
+    path = _write(tmp_path, raw)
+    assert load_config(path)[0].rna.noise == NoiseSchedule(0.05)
+    cfg = load_config(path, ["rna.noise.nu=0.03", "rna.noise.relative_to=rms"])[0]
+    assert cfg.rna.noise == NoiseSchedule(0.03, relative_to="rms")
+    cfg = load_config(path, ["rna.noise={nu: 0.1, kind: step, milestones: [2, 3]}"])[0]
+    assert cfg.rna.noise.milestones == (2, 3)
+    config.dump_yaml(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml")[0].rna.noise == cfg.rna.noise
+    with pytest.raises(RNAError) as info:
+        load_config(path, ["rna.mode=off", "rna.noise.nu=-1"])
+    assert info.value.where == "rna.noise.nu"
+    with pytest.raises(RNAError) as info:
+        load_config(path, ["rna.noise.nux=1"])
+    assert info.value.where == "rna.noise" and "nux" in str(info.value)
