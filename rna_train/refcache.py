@@ -12,7 +12,7 @@ sequence, addressed by its content (real tokens, their offset and a label mask w
   MSE reference distributions, or RNA's layer when target noise must enter there.
 
 States live in host memory up to a byte budget; sequences beyond it are computed every step, as
-without the cache. Filling happens in :func:`prefill`, over fixed batches (sorted by length) of
+without the cache. Filling happens in :func:`rna_train.step.prefill`, over fixed batches (sorted by length) of
 every sequence the run will visit, so a resumed run caches bit-identical values.
 """
 
@@ -21,14 +21,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from rna_train.models import output_hidden
-
-if TYPE_CHECKING:
-    from rna_train.methods.base import Method, StepContext
 
 log = logging.getLogger(__name__)
 
@@ -179,24 +176,3 @@ def length_sorted_chunks(lengths: Sequence[int], indices: Iterable[int], size: i
     """
     ordered = sorted(set(indices), key=lambda i: (lengths[i], i))
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
-
-
-@torch.no_grad()
-def prefill(ctx: StepContext, method: Method, forget: Sequence[tuple[int, Batch]], retain: Sequence[Batch],
-            *, progress: bool = False) -> None:
-    """Compute and cache everything reference-side the steps will need for these batches.
-
-    ``forget`` pairs each batch with its topic. For every batch: the output of the layer below the
-    first trainable one (when layers are shared), then what the method asks for
-    (:meth:`Method.prefill_forget`, :meth:`Method.prefill_retain`).
-    """
-    from tqdm.auto import tqdm
-
-    jobs: list[tuple[str, int, Batch]] = [("forget", t, b) for t, b in forget] + [("retain", -1, b) for b in retain]
-    for kind, topic, batch in tqdm(jobs, desc="reference pass", disable=not progress):
-        if ctx.shared_layers and ctx.truncate:
-            ctx.store_reference_states(batch, ctx.shared_layers - 1)
-        if kind == "forget":
-            method.prefill_forget(ctx, batch, topic)
-        else:
-            method.prefill_retain(ctx, batch)

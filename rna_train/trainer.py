@@ -31,10 +31,11 @@ from rna_theory.errors import RNAError
 from rna_train import arch, checkpoint, config
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
-from rna_train.methods.base import Counts, Setup, StepContext
+from rna_train.methods.base import Setup
 from rna_train.models import frozen_copy, load_model, load_tokenizer, original_values, select_trainable
-from rna_train.refcache import ReferenceCache, length_sorted_chunks, prefill
+from rna_train.refcache import ReferenceCache, length_sorted_chunks
 from rna_train.rna import RNA, step_seed
+from rna_train.step import Counts, TrainStep
 from rna_train.truncated import can_truncate, save_patched
 
 log = logging.getLogger(__name__)
@@ -214,10 +215,6 @@ def _micro_batches(indices: list[int], rank: int, processes: int, accum: int) ->
     return [mine[i * size:(i + 1) * size] for i in range(accum)]
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def _counts(corpus: Corpus, indices: list[int], parts: int) -> Counts:
     """Token and next-token-pair counts of a global batch, per micro-batch on average."""
     lengths = [len(corpus.sequences[i]) for i in indices]
@@ -228,42 +225,6 @@ def _batch(corpus: Corpus, indices: list[int]) -> dict[str, torch.Tensor]:
     out = corpus.batch(indices)
     out["index"] = torch.tensor(indices, dtype=torch.long)
     return out
-
-
-def _split_backward(accelerator: Any) -> bool:
-    """Whether the forget and retain terms are differentiated one after the other.
-
-    It frees the forget graph before the retain forward (lower peak memory). Distributed wrappers
-    synchronise gradients on each backward, so there the total is differentiated once.
-    """
-    from accelerate.utils import DistributedType
-
-    return bool(accelerator.distributed_type == DistributedType.NO)
-
-
-def _accumulate(accelerator: Any, wrapped: nn.Module, method: Method, ctx: StepContext, topic: int,
-                forget: list[dict[str, torch.Tensor]], retain: list[dict[str, torch.Tensor]] | None,
-                ) -> dict[str, float]:
-    """Forward/backward over one step's micro-batches; returns the mean of each logged term.
-
-    Gradients are synchronised across processes only on the last micro-batch.
-    """
-    sums: dict[str, float] = {}
-    n = len(forget)
-    split = _split_backward(accelerator)
-    for g in range(n):
-        f = _to(forget[g], accelerator.device)
-        r = _to(retain[g], accelerator.device) if retain is not None else None
-        sync = contextlib.nullcontext() if g == n - 1 else accelerator.no_sync(wrapped)
-        with sync, accelerator.autocast():
-            if split:
-                _, terms = method.loss(ctx, f, r, topic, backward=lambda term: accelerator.backward(term / n))
-            else:
-                loss, terms = method.loss(ctx, f, r, topic)
-                accelerator.backward(loss / n)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v / n
-    return sums
 
 
 @contextlib.contextmanager
@@ -302,6 +263,112 @@ def _nonfinite(terms: dict[str, float], trainable: dict[str, nn.Parameter], acce
     return "loss or gradient on another process"
 
 
+def _check_distributed(t: config.TrainConfig, accelerator: Any, resume: bool) -> None:
+    """Settings the distributed setup cannot honour, refused before anything is loaded."""
+    from accelerate.utils import DistributedType
+
+    procs = accelerator.num_processes
+    if t.batch_size % (procs * t.grad_accum):
+        raise RNAError(f"batch_size {t.batch_size} is not divisible by processes x grad_accum "
+                       f"= {procs} x {t.grad_accum}", where="train.batch_size",
+                       fix="make the global batch a multiple of num_processes * grad_accum")
+    kind = accelerator.distributed_type
+    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        if t.checkpoint_every or resume:
+            raise RNAError(f"periodic checkpoints and --resume are not supported under {kind} yet (parameters "
+                           "and optimizer state are sharded)", where="train.checkpoint_every",
+                           fix="set train.checkpoint_every=0 and run without --resume, or use DDP")
+        if t.snapshot_steps:
+            raise RNAError(f"snapshots are not supported under {kind} yet (parameters are sharded)",
+                           where="train.snapshot_steps", fix="set train.snapshot_steps=[] or use DDP")
+    if kind == DistributedType.DEEPSPEED and t.grad_accum != 1:
+        raise RNAError("grad_accum > 1 under DeepSpeed is configured in the DeepSpeed config",
+                       where="train.grad_accum", fix="set train.grad_accum=1 and gradient_accumulation_steps there")
+
+
+@dataclasses.dataclass
+class _Run:
+    """A started run: the prepared inputs, the distributed wrappers, the optimizer and the step."""
+
+    cfg: config.RunConfig
+    prep: Prepared
+    accelerator: Any
+    wrapped: nn.Module
+    model: nn.Module
+    optimizer: Any
+    step: TrainStep
+    out: Path
+    start: int = 0
+    metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def params(self) -> dict[str, nn.Parameter]:
+        """The trainable parameters by name."""
+        named = dict(self.model.named_parameters())
+        return {n: named[n] for n in self.prep.trainable}
+
+
+def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
+           model_and_tokenizer: tuple[nn.Module, Any] | None) -> _Run:
+    """Validate, load, wrap, resume from the last checkpoint and write the run's records."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    # Several runs in one Python process (tests, notebooks) may use different precisions; the
+    # distributed part of accelerate's state (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    if not accelerator.is_main_process:
+        logging.getLogger("rna_train").setLevel(logging.WARNING)  # one copy of each log line
+    t = cfg.train
+    _check_distributed(t, accelerator, resume)
+    out = Path(cfg.output_dir)
+    _check_output_dir(out, resume, cfg)
+    single = accelerator.distributed_type == DistributedType.NO
+    prep = prepare(cfg, options, rank=accelerator.process_index, model_and_tokenizer=model_and_tokenizer,
+                   shared_reference=single)
+    params = dict(prep.model.named_parameters())
+    optimizer = torch.optim.AdamW([params[n] for n in prep.trainable], lr=t.lr, betas=tuple(t.betas),
+                                  eps=t.eps, weight_decay=t.weight_decay)
+    if prep.reference is not None:
+        prep.reference.to(accelerator.device)
+    originals = ({n: v.to(accelerator.device) for n, v in prep.originals.items()}
+                 if prep.originals is not None else None)
+    prep.model.train(t.dropout)
+    wrapped, optimizer = accelerator.prepare(prep.model, optimizer)
+    unwrapped = accelerator.unwrap_model(wrapped)
+    step = TrainStep(prep.method, unwrapped, prep.rna, forward=wrapped, reference=prep.reference,
+                     originals=originals, shared_layers=_shared_layers(prep) if single else 0, truncate=single,
+                     head_chunk_bytes=int(t.head_chunk_mib * 2**20), accelerator=accelerator)
+    run = _Run(cfg, prep, accelerator, wrapped, unwrapped, optimizer, step, out)
+    _resume_and_record(run, resume)
+    return run
+
+
+def _resume_and_record(run: _Run, resume: bool) -> None:
+    """Load the last checkpoint (``--resume``) and write config.yaml, environment.json, metrics.jsonl."""
+    ckpt_dir = run.out / "checkpoints"
+    if resume and (found := checkpoint.list_checkpoints(ckpt_dir)):
+        meta = checkpoint.load(found[-1], run.model, run.optimizer, run.prep.trainable)
+        run.start = int(meta["step"])
+        log.info("resuming from %s (step %d)", found[-1], run.start)
+    elif resume:
+        log.warning("--resume: no checkpoint in %s, starting from step 0", ckpt_dir)
+    if run.accelerator.is_main_process:
+        run.out.mkdir(parents=True, exist_ok=True)
+        config.dump_yaml(run.cfg, run.out / "config.yaml")
+        schedule = run.prep.rna.schedule
+        resolved = {"trainable": run.prep.trainable, "rna_layer": run.prep.rna.layer,
+                    "rna_schedule": config.to_dict(schedule) if schedule else None}
+        (run.out / "environment.json").write_text(json.dumps({**environment(run.accelerator),
+                                                              "resolved": resolved}, indent=1))
+        run.metrics = _kept_metrics(run.out / "metrics.jsonl", run.start)
+        (run.out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in run.metrics))
+    run.accelerator.wait_for_everyone()
+
+
 def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False,
           model_and_tokenizer: tuple[nn.Module, Any] | None = None) -> TrainResult:
     """Run (or resume) an unlearning run and save its outputs under ``cfg.output_dir``.
@@ -310,151 +377,112 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     with every loss term), ``checkpoints/``, the final ``model/`` (``save_pretrained`` weights,
     tokenizer and config) and, last, the ``DONE`` marker.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
-    # Several runs in one Python process (tests, notebooks) may use different precisions; the
-    # distributed part of accelerate's state (PartialState) is kept.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
-    rank, procs = accelerator.process_index, accelerator.num_processes
-    if not accelerator.is_main_process:
-        logging.getLogger("rna_train").setLevel(logging.WARNING)  # one copy of each log line
-    t = cfg.train
-    if t.batch_size % (procs * t.grad_accum):
-        raise RNAError(f"batch_size {t.batch_size} is not divisible by processes x grad_accum "
-                       f"= {procs} x {t.grad_accum}", where="train.batch_size",
-                       fix="make the global batch a multiple of num_processes * grad_accum")
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    if sharded and (t.checkpoint_every or resume):
-        raise RNAError(f"periodic checkpoints and --resume are not supported under {accelerator.distributed_type}"
-                       " yet (parameters and optimizer state are sharded)", where="train.checkpoint_every",
-                       fix="set train.checkpoint_every=0 and run without --resume, or use DDP")
-    if sharded and t.snapshot_steps:
-        raise RNAError(f"snapshots are not supported under {accelerator.distributed_type} yet (parameters are "
-                       "sharded)", where="train.snapshot_steps", fix="set train.snapshot_steps=[] or use DDP")
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and t.grad_accum != 1:
-        raise RNAError("grad_accum > 1 under DeepSpeed is configured in the DeepSpeed config",
-                       where="train.grad_accum", fix="set train.grad_accum=1 and gradient_accumulation_steps there")
-    out = Path(cfg.output_dir)
-    _check_output_dir(out, resume, cfg)
-    single = accelerator.distributed_type == DistributedType.NO
-    prep = prepare(cfg, options, rank=rank, model_and_tokenizer=model_and_tokenizer, shared_reference=single)
-    model, method = prep.model, prep.method
-    params = dict(model.named_parameters())
-    optimizer = torch.optim.AdamW([params[n] for n in prep.trainable], lr=t.lr, betas=tuple(t.betas),
-                                  eps=t.eps, weight_decay=t.weight_decay)
-    if prep.reference is not None:
-        prep.reference.to(accelerator.device)
-    originals = ({n: v.to(accelerator.device) for n, v in prep.originals.items()}
-                 if prep.originals is not None else None)
-    model.train(t.dropout)
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(wrapped)
-    start = 0
-    ckpt_dir = out / "checkpoints"
-    metrics: list[dict[str, Any]] = []
-    if resume and (found := checkpoint.list_checkpoints(ckpt_dir)):
-        meta = checkpoint.load(found[-1], unwrapped, optimizer, prep.trainable)
-        start = int(meta["step"])
-        log.info("resuming from %s (step %d)", found[-1], start)
-    elif resume:
-        log.warning("--resume: no checkpoint in %s, starting from step 0", ckpt_dir)
-    metrics_path = out / "metrics.jsonl"
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        config.dump_yaml(cfg, out / "config.yaml")
-        resolved = {"trainable": prep.trainable, "rna_layer": prep.rna.layer,
-                    "rna_schedule": dataclasses.asdict(prep.rna.schedule) if prep.rna.schedule else None}
-        (out / "environment.json").write_text(json.dumps({**environment(accelerator), "resolved": resolved},
-                                                         indent=1))
-        metrics = _kept_metrics(metrics_path, start)
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    accelerator.wait_for_everyone()
-
-    truncate = single
-    shared_layers = _shared_layers(prep) if single else 0
-    skipped = 0
-    cache = None
+    run = _start(cfg, options, resume, model_and_tokenizer)
+    t, prep, accelerator = cfg.train, run.prep, run.accelerator
     if t.reference_cache:
-        with _out_of_memory_advice(cfg, start, "the reference pass before step 1"):
-            cache = _prefill(prep, accelerator, unwrapped, originals, shared_layers, truncate)
-    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="unlearn",
+        with _out_of_memory_advice(cfg, run.start, "the reference pass before step 1"):
+            run.step.cache = _prefill(run)
+    bar = tqdm(range(run.start, t.steps), initial=run.start, total=t.steps, desc="unlearn",
                disable=not (t.progress and accelerator.is_local_main_process))
     for step in bar:
-        torch.manual_seed(step_seed(cfg.seed, step, rank, salt=2))
-        topic, f_idx, r_idx = _step_indices(prep, step)
-        corpus = prep.forget[topic]
-        parts = procs * t.grad_accum
-        counts = {"forget": _counts(corpus, f_idx, parts)}
-        if prep.retain is not None and r_idx is not None:
-            counts["retain"] = _counts(prep.retain, r_idx, parts)
-        ctx = StepContext(model=unwrapped, forward=wrapped, reference=prep.reference, rna=prep.rna, step=step,
-                          generator=prep.rna.generator(step, accelerator.device) if prep.rna.active else None,
-                          truncate=truncate, counts=counts, originals=originals, shared_layers=shared_layers,
-                          cache=cache, head_chunk_bytes=int(t.head_chunk_mib * 2**20))
+        torch.manual_seed(step_seed(cfg.seed, step, accelerator.process_index, salt=2))
+        topic, forget, retain, counts = _step_batches(run, step)
         with _out_of_memory_advice(cfg, step):
-            sums = _accumulate(accelerator, wrapped, method, ctx, topic,
-                               [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)],
-                               [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]
-                               if prep.retain is not None and r_idx is not None else None)
-        bad = _nonfinite(sums, {n: params[n] for n in prep.trainable}, accelerator)
-        if bad is not None:
-            skipped += 1
-            what = (f"non-finite {bad} at step {step + 1} of method {cfg.method['name']!r}"
-                    f"{f' (skipped {skipped} step(s))' if t.nonfinite == 'skip' else ''}")
-            if t.nonfinite == "stop" or skipped > t.max_skipped_steps:
-                kept = checkpoint.list_checkpoints(ckpt_dir)
-                raise RNAError(what + "; no model was saved"
-                               + (f"; the last good checkpoint is {kept[-1]}" if kept else ""), where="train",
-                               fix="lower train.lr, set train.max_grad_norm, use fp32 (train.mixed_precision=no), "
-                                   "or set train.nonfinite=skip; resume with --resume")
-            log.warning("%s; skipping the update", what)
-            optimizer.zero_grad(set_to_none=True)
+            terms = run.step(step, topic, forget, retain, counts)
+        if not _update(run, step, terms):
             continue
-        grad_norm = None
-        if t.max_grad_norm is not None:
-            trainable = [params[n] for n in prep.trainable]
-            grad_norm = float(accelerator.clip_grad_norm_(trainable, t.max_grad_norm))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        keys = sorted(sums)
-        values = accelerator.reduce(torch.tensor([sums[k] for k in keys], device=accelerator.device),
-                                    reduction="mean")
-        row: dict[str, Any] = {"step": step + 1, "topic": prep.forget[topic].name,
-                               **{k: float(v) for k, v in zip(keys, values.tolist(), strict=True)},
-                               "lr": t.lr, "nu": prep.rna.nu(step)}
-        if grad_norm is not None:
-            row["grad_norm"] = grad_norm
-        metrics.append(row)
-        if accelerator.is_main_process:
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        row = _record(run, step, topic, terms)
         bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "forget", "retain") if k in row})
-        if (step + 1) % t.log_every == 0:
-            log.info("step %d/%d %s", step + 1, t.steps,
-                     " ".join(f"{k}={row[k]:.4g}" for k in keys))
-        if step + 1 in t.snapshot_steps and accelerator.is_main_process:
-            checkpoint.save_snapshot(out / "snapshots", step + 1, unwrapped, prep.trainable)
-        if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
-            if accelerator.is_main_process:
-                checkpoint.save(ckpt_dir, step + 1, unwrapped, optimizer.optimizer, prep.trainable,
-                                {"seed": cfg.seed, "rng": "stateless: seeded from (seed, step, process)"},
-                                t.keep_checkpoints)
-            accelerator.wait_for_everyone()
+        _save_periodic(run, step)
     bar.close()
     accelerator.wait_for_everyone()
     # get_state_dict gathers sharded weights; the full dict is only needed to save the model.
+    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
     full_save = t.save_model and prep.source_checkpoint is None  # a truncated run patches the checkpoint
-    state = (accelerator.get_state_dict(wrapped) if full_save or sharded
-             else checkpoint.trainable_state(unwrapped, prep.trainable))
+    state = (accelerator.get_state_dict(run.wrapped) if full_save or sharded
+             else checkpoint.trainable_state(run.model, prep.trainable))
     if accelerator.is_main_process:
-        _finish(out, unwrapped, state, prep, cfg)
+        _finish(run.out, run.model, state, prep, cfg)
     accelerator.wait_for_everyone()
-    return TrainResult(model=unwrapped, reference=prep.reference, trainable=prep.trainable, metrics=metrics,
-                       output_dir=out)
+    return TrainResult(model=run.model, reference=prep.reference, trainable=prep.trainable, metrics=run.metrics,
+                       output_dir=run.out)
+
+
+def _step_batches(run: _Run, step: int) -> tuple[int, list[dict[str, torch.Tensor]],
+                                                 list[dict[str, torch.Tensor]] | None, dict[str, Counts]]:
+    """Step ``step``'s topic, this process's forget and retain micro-batches, and the global counts."""
+    t, prep = run.cfg.train, run.prep
+    rank, procs = run.accelerator.process_index, run.accelerator.num_processes
+    topic, f_idx, r_idx = _step_indices(prep, step)
+    corpus = prep.forget[topic]
+    parts = procs * t.grad_accum
+    counts = {"forget": _counts(corpus, f_idx, parts)}
+    forget = [_batch(corpus, m) for m in _micro_batches(f_idx, rank, procs, t.grad_accum)]
+    retain = None
+    if prep.retain is not None and r_idx is not None:
+        counts["retain"] = _counts(prep.retain, r_idx, parts)
+        retain = [_batch(prep.retain, m) for m in _micro_batches(r_idx, rank, procs, t.grad_accum)]
+    return topic, forget, retain, counts
+
+
+def _update(run: _Run, step: int, terms: dict[str, float]) -> bool:
+    """The optimizer update of step ``step``, or its refusal on a non-finite loss or gradient
+    (stop the run, or skip the step per ``train.nonfinite``); True when the weights were updated."""
+    t, accelerator = run.cfg.train, run.accelerator
+    bad = _nonfinite(terms, run.params, accelerator)
+    if bad is not None:
+        run.skipped += 1
+        what = (f"non-finite {bad} at step {step + 1} of method {run.cfg.method['name']!r}"
+                f"{f' (skipped {run.skipped} step(s))' if t.nonfinite == 'skip' else ''}")
+        if t.nonfinite == "stop" or run.skipped > t.max_skipped_steps:
+            kept = checkpoint.list_checkpoints(run.out / "checkpoints")
+            raise RNAError(what + "; no model was saved"
+                           + (f"; the last good checkpoint is {kept[-1]}" if kept else ""), where="train",
+                           fix="lower train.lr, set train.max_grad_norm, use fp32 (train.mixed_precision=no), "
+                               "or set train.nonfinite=skip; resume with --resume")
+        log.warning("%s; skipping the update", what)
+        run.optimizer.zero_grad(set_to_none=True)
+        return False
+    if t.max_grad_norm is not None:
+        terms["grad_norm"] = float(accelerator.clip_grad_norm_(list(run.params.values()), t.max_grad_norm))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return True
+
+
+def _record(run: _Run, step: int, topic: int, terms: dict[str, float]) -> dict[str, Any]:
+    """Append step ``step``'s metrics row (loss terms averaged over processes) and log it."""
+    t, accelerator = run.cfg.train, run.accelerator
+    grad_norm = terms.pop("grad_norm", None)
+    keys = sorted(terms)
+    values = accelerator.reduce(torch.tensor([terms[k] for k in keys], device=accelerator.device), reduction="mean")
+    row: dict[str, Any] = {"step": step + 1, "topic": run.prep.forget[topic].name,
+                           **{k: float(v) for k, v in zip(keys, values.tolist(), strict=True)},
+                           "lr": t.lr, "nu": run.prep.rna.nu(step)}
+    if grad_norm is not None:
+        row["grad_norm"] = grad_norm
+    run.metrics.append(row)
+    if accelerator.is_main_process:
+        with (run.out / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+    if (step + 1) % t.log_every == 0:
+        log.info("step %d/%d %s", step + 1, t.steps, " ".join(f"{k}={row[k]:.4g}" for k in keys))
+    return row
+
+
+def _save_periodic(run: _Run, step: int) -> None:
+    """Snapshots at ``train.snapshot_steps`` and checkpoints every ``train.checkpoint_every`` steps."""
+    t, accelerator = run.cfg.train, run.accelerator
+    if step + 1 in t.snapshot_steps and accelerator.is_main_process:
+        checkpoint.save_snapshot(run.out / "snapshots", step + 1, run.model, run.prep.trainable)
+    if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
+        if accelerator.is_main_process:
+            checkpoint.save(run.out / "checkpoints", step + 1, run.model, run.optimizer.optimizer, run.prep.trainable,
+                            {"seed": run.cfg.seed, "rng": "stateless: seeded from (seed, step, process)"},
+                            t.keep_checkpoints)
+        accelerator.wait_for_everyone()
 
 
 def _step_indices(prep: Prepared, step: int) -> tuple[int, list[int], list[int] | None]:
@@ -471,14 +499,13 @@ def _step_indices(prep: Prepared, step: int) -> tuple[int, list[int], list[int] 
     return topic, f_idx, r_idx
 
 
-def _prefill(prep: Prepared, accelerator: Any, model: nn.Module, originals: dict[str, torch.Tensor] | None,
-             shared_layers: int, truncate: bool) -> ReferenceCache:
+def _prefill(run: _Run) -> ReferenceCache:
     """The reference pass before step 1: cache what every step of the run will read from the reference.
 
     Covers the sequences this process visits in steps ``1..train.steps`` (all of them, also when
     resuming, so a resumed run caches the same bits), in length-sorted micro-batches.
     """
-    t = prep.cfg.train
+    prep, t, accelerator = run.prep, run.cfg.train, run.accelerator
     rank, procs = accelerator.process_index, accelerator.num_processes
     forget: list[set[int]] = [set() for _ in prep.forget]
     retain: set[int] = set()
@@ -488,18 +515,15 @@ def _prefill(prep: Prepared, accelerator: Any, model: nn.Module, originals: dict
         if r_idx is not None:
             retain.update(i for m in _micro_batches(r_idx, rank, procs, t.grad_accum) for i in m)
     size = t.batch_size // (procs * t.grad_accum)
-    f_batches = [(topic, _to(_batch(c, chunk), accelerator.device)) for topic, c in enumerate(prep.forget)
+    f_batches = [(topic, _batch(c, chunk)) for topic, c in enumerate(prep.forget)
                  for chunk in length_sorted_chunks([len(s) for s in c.sequences], forget[topic], size)]
-    r_batches = ([_to(_batch(prep.retain, chunk), accelerator.device)
+    r_batches = ([_batch(prep.retain, chunk)
                   for chunk in length_sorted_chunks([len(s) for s in prep.retain.sequences], retain, size)]
                  if prep.retain is not None else [])
     cache = ReferenceCache(int(t.reference_cache_gib * 2**30))
-    ctx = StepContext(model=model, forward=model, reference=prep.reference, rna=prep.rna, step=0, truncate=truncate,
-                      originals=originals, shared_layers=shared_layers, cache=cache,
-                      head_chunk_bytes=int(t.head_chunk_mib * 2**20))
     start = time.perf_counter()
-    with accelerator.autocast():
-        prefill(ctx, prep.method, f_batches, r_batches, progress=t.progress and accelerator.is_local_main_process)
+    dataclasses.replace(run.step, cache=cache).prefill(f_batches, r_batches,
+                                                       progress=t.progress and accelerator.is_local_main_process)
     held = cache.summary()
     log.info("reference pass: %d forget and %d retain sequences in %.1f s; cached %d values and %d layer "
              "outputs (layers %s, %.3f GiB of host memory)", sum(len(f) for f in forget), len(retain),

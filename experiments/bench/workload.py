@@ -2,7 +2,7 @@
 
 Two executions of the same losses on the same synthetic batches:
 
-* ``trainer``: this project's step (:class:`rna_train.methods.base.StepContext` +
+* ``trainer``: this project's step (:class:`rna_train.step.TrainStep`, the trainer's own step function, +
   ``Method.loss``): for RMU / Adaptive RMU / RSV only the embeddings and layers ``0..l`` exist
   (what the trainer loads from a checkpoint), the reference is the live model with the 3 original
   matrices swapped in, a timed reference pass before step 1 caches what the steps read from the
@@ -19,6 +19,7 @@ Memory is the peak over the whole process (weights, optimizer, activations): CUD
 from __future__ import annotations
 
 import copy
+import dataclasses
 import resource
 import statistics
 import time
@@ -32,10 +33,11 @@ from rna_theory.noise import NoiseSchedule
 from rna_train import arch, losses
 from rna_train.config import TopicConfig
 from rna_train.methods import get_method
-from rna_train.methods.base import Setup, StepContext
+from rna_train.methods.base import Setup
 from rna_train.models import edit_layer_output, original_values, select_trainable
-from rna_train.refcache import ReferenceCache, prefill
+from rna_train.refcache import ReferenceCache
 from rna_train.rna import RNA
+from rna_train.step import TrainStep
 
 #: Method name -> (registry name, retain loss). ``npo_kl`` and ``simnpo_kl`` are the paper's PO recipes.
 METHODS: dict[str, tuple[str, str]] = {
@@ -190,14 +192,13 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     cache, prefill_s = None, 0.0
     shared = min(trainable_layers)
     chunk_bytes = int(float(spec.get("head_chunk_mib", 8.0)) * 2**20)  # the trainer's train.head_chunk_mib
+    stepper = TrainStep(method, model, rna, originals=originals, shared_layers=shared, head_chunk_bytes=chunk_bytes)
     if spec["impl"] == "trainer" and spec.get("cache", True):
         def reference_pass(store: ReferenceCache, count: int) -> None:
-            prefill(StepContext(model=model, forward=model, reference=None, rna=rna, step=0, originals=originals,
-                                shared_layers=shared, cache=store, head_chunk_bytes=chunk_bytes),
-                    method, [(0, b) for b in forget[:count]], retain_b[:count])
+            dataclasses.replace(stepper, cache=store).prefill([(0, b) for b in forget[:count]], retain_b[:count])
 
         reference_pass(ReferenceCache(budget_bytes=2**40), 1)  # warm-up (kernels, allocator), not timed
-        cache = ReferenceCache(budget_bytes=2**40)  # host memory, as in the trainer
+        cache = stepper.cache = ReferenceCache(budget_bytes=2**40)  # host memory, as in the trainer
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -216,10 +217,7 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
             loss = reference_loss(spec["method"], model, frozen, f, r, layer=layer, direction=direction,
                                   nu=nu, gen=gen)
         else:
-            ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=step,
-                              generator=rna.generator(step, device) if rna.active else None,
-                              originals=originals, shared_layers=shared, cache=cache, head_chunk_bytes=chunk_bytes)
-            loss, _ = method.loss(ctx, f, r, 0, backward=torch.Tensor.backward)  # as the trainer does
+            loss = torch.tensor(stepper(step, 0, [f], [r])["loss"])  # the trainer's step, backward included
         if loss.requires_grad:
             loss.backward()
         optimizer.step()
@@ -244,9 +242,7 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
                 else:
                     # full logits here: the flop counter's module tracker cannot follow the chunked
                     # losses' inner autograd.grad, and the executed FLOPs are the same
-                    ctx = StepContext(model=model, forward=model, reference=None, rna=rna, step=0, originals=originals,
-                                      shared_layers=shared, cache=cache)
-                    loss, _ = method.loss(ctx, f, r, 0, backward=torch.Tensor.backward)
+                    loss = torch.tensor(dataclasses.replace(stepper, head_chunk_bytes=0)(0, 0, [f], [r])["loss"])
                 if loss.requires_grad:
                     loss.backward()
             flops = counter.get_total_flops()

@@ -13,8 +13,9 @@ import torch
 from rna_train import losses
 from rna_train.config import field
 from rna_train.methods import register
-from rna_train.methods.base import MethodOptions, StepContext
+from rna_train.methods.base import MethodOptions
 from rna_train.methods.rmu import RMU
+from rna_train.step import StepContext
 
 
 @dataclasses.dataclass

@@ -20,7 +20,8 @@ from rna_train import losses
 from rna_train.config import field
 from rna_train.data import collate
 from rna_train.methods import register
-from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, Method, MethodOptions, Setup, StepContext
+from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, Method, MethodOptions, Setup
+from rna_train.step import StepContext
 
 
 def load_refusals(path: str | None = None) -> list[str]:

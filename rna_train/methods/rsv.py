@@ -11,8 +11,9 @@ import torch
 
 from rna_train.config import field
 from rna_train.methods import register
-from rna_train.methods.base import MethodOptions, StepContext, unit_vector
+from rna_train.methods.base import MethodOptions, unit_vector
 from rna_train.methods.rmu import RMU
+from rna_train.step import StepContext
 
 
 @dataclasses.dataclass

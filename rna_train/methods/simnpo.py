@@ -12,7 +12,8 @@ import torch
 from rna_train import losses
 from rna_train.config import field
 from rna_train.methods import register
-from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, Method, MethodOptions, StepContext
+from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, Method, MethodOptions
+from rna_train.step import StepContext
 
 
 @dataclasses.dataclass

@@ -118,12 +118,12 @@ def test_full_disk_during_checkpoint_keeps_previous(tmp_path, assets, monkeypatc
                                    MemoryError()])
 def test_out_of_memory_names_the_settings_to_lower(tmp_path, assets, monkeypatch, error):
     cfg, options = _cfg(tmp_path, assets)
-    import rna_train.trainer as trainer
+    from rna_train.step import TrainStep
 
     def oom(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(trainer, "_accumulate", oom)
+    monkeypatch.setattr(TrainStep, "__call__", oom)
     with pytest.raises(RNAError) as exc:
         train(cfg, options)
     msg = str(exc.value)

@@ -15,6 +15,7 @@ from rna_train import trainer
 from rna_train.config import load_config
 from rna_train.models import load_model
 from rna_train.refcache import ReferenceCache, length_sorted_chunks
+from rna_train.step import TrainStep
 
 CASES = [
     ("npo", "kl", "off", None), ("npo", "kl", "target", None), ("npo", "kl", "input", None),
@@ -48,16 +49,16 @@ def _run(tmp: Path, assets: dict[str, Path], corpora: dict[str, Path], method: s
     per_step: list[int] = []
     for layer in model.model.layers:
         layer.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-    accumulate = trainer._accumulate
+    step = TrainStep.__call__
 
     def counted(*args: Any, **kwargs: Any) -> dict[str, float]:
         before = calls["n"]
-        out = accumulate(*args, **kwargs)
+        out = step(*args, **kwargs)
         per_step.append(calls["n"] - before)
         return out
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "_accumulate", counted)
+        m.setattr(TrainStep, "__call__", counted)
         result = trainer.train(cfg, options, model_and_tokenizer=(model, tok))
     return result, per_step
 

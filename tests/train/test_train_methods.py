@@ -13,9 +13,10 @@ import yaml
 
 from rna_train.config import load_config
 from rna_train.methods import available
-from rna_train.methods.base import Setup, StepContext
+from rna_train.methods.base import Setup
 from rna_train.models import frozen_copy, load_model
 from rna_train.rna import RNA
+from rna_train.step import StepContext
 from rna_train.trainer import train
 
 METHODS = ["rmu", "adaptive_rmu", "rsv", "npo", "dpo", "simnpo", "ga", "graddiff"]

@@ -17,9 +17,9 @@ from scipy import stats
 from rna_theory.noise import NoiseSchedule
 from rna_train import arch
 from rna_train.data import collate
-from rna_train.methods.base import StepContext, retain_term
 from rna_train.models import frozen_copy, load_model, select_trainable
 from rna_train.rna import RNA
+from rna_train.step import StepContext, retain_term
 
 LAYER = 2
 ALPHA = 1e-6  # false-failure probability budget per test

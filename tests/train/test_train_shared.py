@@ -19,6 +19,7 @@ import yaml
 from rna_train import trainer
 from rna_train.config import load_config
 from rna_train.models import load_model
+from rna_train.step import TrainStep
 
 CASES = [
     ("llama", "rmu", "rm", "target"),
@@ -52,7 +53,7 @@ def _run(tmp: Path, assets: dict[str, Path], arch: str, method: str, retain: str
 
             m.setattr(trainer, "prepare", deep_copy)
             m.setattr(trainer, "_shared_layers", lambda _prep: 0)
-            m.setattr(trainer, "_split_backward", lambda _acc: False)
+            m.setattr(TrainStep, "_split_backward", lambda _self: False)
         return trainer.train(cfg, options, model_and_tokenizer=(model, tok))
 
 
