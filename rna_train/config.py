@@ -442,12 +442,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_raw(path: str | Path | None, overrides: Sequence[str] = (),
+def load_raw(path: str | Path | Mapping[str, Any] | None, overrides: Sequence[str] = (),
              expand: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Read a YAML config (optional) and apply ``key=value`` overrides; nothing is validated yet
-    (``expand``: scalar shorthands, see :func:`set_dotted`)."""
+    """Read a YAML config (or copy a mapping; optional) and apply ``key=value`` overrides; nothing
+    is validated yet (``expand``: scalar shorthands, see :func:`set_dotted`)."""
+    import copy
+
     data: dict[str, Any] = {}
-    if path is not None:
+    if isinstance(path, Mapping):
+        data = copy.deepcopy(dict(path))
+    elif path is not None:
         p = Path(path)
         if not p.is_file():
             raise RNAError("config file not found", where=str(p), fix="check the --config path")
@@ -464,8 +468,8 @@ def load_raw(path: str | Path | None, overrides: Sequence[str] = (),
     return data
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
-    """Parse and validate a run config; returns ``(RunConfig, method options dataclass)``."""
+def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
+    """Parse and validate a run config (a YAML file or a mapping); returns ``(RunConfig, method options)``."""
     from rna_train.methods import get_method
 
     raw = load_raw(path, overrides, shorthands(RunConfig))

@@ -72,6 +72,7 @@ class TrainResult:
     trainable: list[str]
     metrics: list[dict[str, Any]]
     output_dir: Path
+    tokenizer: Any = None
 
 
 def _load_data(cfg: config.RunConfig, tokenizer: Any,
@@ -407,7 +408,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         _finish(run.out, run.model, state, prep, cfg)
     accelerator.wait_for_everyone()
     return TrainResult(model=run.model, reference=prep.reference, trainable=prep.trainable, metrics=run.metrics,
-                       output_dir=run.out)
+                       output_dir=run.out, tokenizer=prep.tokenizer)
 
 
 def _step_batches(run: _Run, step: int) -> tuple[int, list[dict[str, torch.Tensor]],
