@@ -33,11 +33,11 @@ def test_the_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(ROOT)
     out = tmp_path / "notebook"
     namespace: dict[str, object] = {}
-    exec(compile(code.replace('"runs/notebook"', repr(str(out))), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code.replace('"runs/notebook"', repr(str(out))), "README.md", "exec"), namespace)
     run, fragility = namespace["run"], namespace["fragility"]
     assert (out / "DONE").is_file() and len(run.metrics) == 10  # type: ignore[attr-defined]
     assert set(fragility["effect"]["nll"]) == {"forget", "control"}  # type: ignore[index]
-    exec(compile(code.replace('"runs/notebook"', repr(str(out))), "README.md", "exec"), {})  # noqa: S102  overwrite=True
+    exec(compile(code.replace('"runs/notebook"', repr(str(out))), "README.md", "exec"), {})  # overwrite=True
 
 
 def test_every_common_command_parses_and_the_asset_free_ones_run(monkeypatch: pytest.MonkeyPatch) -> None:
