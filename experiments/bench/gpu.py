@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 log = logging.getLogger("bench.gpu")
 
 SEVEN_B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = {**base, **overrides}
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(spec)], text=True,
+            proc = subprocess.run([sys.executable, "-m", "rna_train.bench.worker", json.dumps(spec)], text=True,
                                   capture_output=True, timeout=args.timeout, check=False)
             lines = proc.stdout.strip().splitlines()
             entry = json.loads(lines[-1]) if proc.returncode == 0 and lines else {

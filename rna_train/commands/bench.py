@@ -2,21 +2,17 @@
 hooks), RNA on vs off, and shared-prefix vs per-choice multiple-choice scoring.
 
 Each measurement runs in a fresh process and compared configurations alternate; the code lives
-in ``experiments/bench/`` (docs/benchmarks.md has the figures and how to read them).
+in :mod:`rna_train.bench` (docs/benchmarks.md has the figures and how to read them).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
-from pathlib import Path
-from types import ModuleType
 
 from rna_theory.errors import RNAError
 
-BENCH = Path(__file__).resolve().parents[2] / "experiments" / "bench" / "run.py"
 METHODS = ("rmu", "adaptive_rmu", "rsv", "npo_kl", "simnpo_kl")
 
 
@@ -36,24 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full results as JSON")
 
 
-def _load() -> ModuleType:
-    if not BENCH.is_file():
-        raise RNAError("the benchmark code is not installed", where=str(BENCH),
-                       fix="run rna bench from a source checkout (experiments/bench/)")
-    spec = importlib.util.spec_from_file_location("rna_bench_run", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the benchmarks and print the tables (or JSON)."""
     if args.steps < 1 or args.rounds < 1:
         raise RNAError("--steps and --rounds must be at least 1", where="rna bench", fix="pass positive counts")
     if args.head_chunk_mib < 0:
         raise RNAError("--head-chunk-mib must be >= 0", where="rna bench", fix="pass 0 (full logits) or a size")
-    bench = _load()
+    from rna_train.bench import run as bench
+
     report = bench.run_bench(args.method or list(METHODS), args.device, steps=args.steps, rounds=args.rounds,
                              evaluate=not args.no_eval, rna=not args.no_rna, threads=args.threads,
                              head_chunk_mib=args.head_chunk_mib)

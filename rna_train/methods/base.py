@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from rna_theory.errors import RNAError
 from rna_train import arch
-from rna_train.config import TopicConfig, field
 from rna_train.rna import RNA, step_seed
+from rna_train.schema import field
 from rna_train.step import RETAIN_LOSSES, StepContext, retain_term
+
+if TYPE_CHECKING:
+    from rna_train.config import TopicConfig
 
 RETAIN_DOC = ("rm: MSE of layer-l hidden states; kl: KL(ref||theta); mse: log-softmax MSE; nll: plain NLL; "
               "none: no retain term")

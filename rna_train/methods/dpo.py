@@ -17,10 +17,10 @@ import torch
 
 from rna_theory.errors import RNAError
 from rna_train import losses
-from rna_train.config import field
 from rna_train.data import collate
 from rna_train.methods import register
 from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, Method, MethodOptions, Setup
+from rna_train.schema import field
 from rna_train.step import StepContext
 
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import torch
 
-from rna_train.config import field
 from rna_train.methods import register
 from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, Method, MethodOptions
+from rna_train.schema import field
 from rna_train.step import StepContext
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from rna_train.config import field
 from rna_train.methods import register
 from rna_train.methods.base import RETAIN_DOC, RETAIN_LOSSES, MethodOptions
 from rna_train.methods.ga import GA
+from rna_train.schema import field
 
 
 @dataclasses.dataclass

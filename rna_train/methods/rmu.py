@@ -11,9 +11,9 @@ import dataclasses
 import torch
 
 from rna_train import losses
-from rna_train.config import field
 from rna_train.methods import register
 from rna_train.methods.base import Method, MethodOptions, Setup, unit_vector
+from rna_train.schema import field
 from rna_train.step import StepContext
 
 

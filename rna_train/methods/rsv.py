@@ -9,10 +9,10 @@ import dataclasses
 
 import torch
 
-from rna_train.config import field
 from rna_train.methods import register
 from rna_train.methods.base import MethodOptions, unit_vector
 from rna_train.methods.rmu import RMU
+from rna_train.schema import field
 from rna_train.step import StepContext
 
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from rna_theory.errors import RNAError
 
-HERE = Path(__file__).resolve().parent
 log = logging.getLogger("rna.bench")
 
 #: Model shapes (LlamaConfig keys). CPU: 32 layers, narrow enough for 2 cores, wide enough that
@@ -43,12 +42,12 @@ RNA_NU = 0.01
 
 
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(spec)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "rna_train.bench.worker", json.dumps(spec)], capture_output=True,
                           text=True, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise RNAError(f"benchmark worker failed: {proc.stderr.strip().splitlines()[-1:]}", where=spec["kind"],
-                       fix="run experiments/bench/worker.py with that spec to see the traceback")
+                       fix="run python -m rna_train.bench.worker with that spec to see the traceback")
     return json.loads(lines[-1])
 
 

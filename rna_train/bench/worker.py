@@ -1,18 +1,16 @@
 """Run one benchmark measurement in this (fresh) process and print its result as one JSON line.
 
-    python experiments/bench/worker.py '{"kind": "train", ...}'
+    python -m rna_train.bench.worker '{"kind": "train", ...}'
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-import workload
+
+from rna_train.bench import workload
 
 
 def main() -> int:
