@@ -90,7 +90,6 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
             checkpoint (no untied output head): for losses that never read higher layers
             (:mod:`rna_train.truncated`).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype)
     if trust_remote_code:
@@ -108,52 +107,68 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         if name_or_path is not None:
             raise RNAError("both name_or_path and from_config are set", where="model",
                            fix="set only one of model.name_or_path and model.from_config")
-        params = dict(from_config)
-        model_type = params.pop("model_type", None)
-        if not model_type:
-            raise RNAError("from_config needs a model_type", where="model.from_config.model_type",
-                           fix="add model_type: llama (or gpt2, mistral, ...)")
-        params.setdefault("vocab_size", len(tok))
-        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            params.setdefault(key, getattr(tok, key, None))
-        try:
-            config = AutoConfig.for_model(model_type, **params)
-        except (ValueError, TypeError) as exc:
-            raise RNAError(f"cannot build a {model_type!r} config: {exc}", where="model.from_config",
-                           fix="check model_type and the config keys") from None
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **extra)
+        model = _from_config(from_config, tok, torch_dtype, seed, extra)
     else:
         if name_or_path is None:
             raise RNAError("no model given", where="model.name_or_path",
                            fix="set model.name_or_path (Hub id or folder) or model.from_config")
         kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **extra}
-        if gguf_file:
-            kwargs["gguf_file"] = gguf_file
-        else:
-            _require_safetensors(name_or_path)
-            kwargs["use_safetensors"] = True  # never unpickle weights
         if revision:
             kwargs["revision"] = revision
-        try:
-            if keep_layers is not None:
-                full = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                                  **({"revision": revision} if revision else {}))
-                kwargs["config"] = truncated_config(full, keep_layers)
-            with _quiet_unexpected_keys(keep_layers is not None):
-                model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise RNAError(f"cannot load a causal LM from {name_or_path!r}: {exc}",
-                           where="model.name_or_path",
-                           fix="pass a Hub id, a folder with config.json and weights, or gguf_file") from None
-        if gguf_file:
-            model = _plain_copy(model, torch_dtype)
-        if keep_layers is not None:
-            drop_output_head(model)
+        model = _pretrained(name_or_path, kwargs, gguf_file, keep_layers)
     model.config.use_cache = False
     arch.layer_prefix(model)  # fail now, with the supported list, on an unknown layout
     return model, tok
+
+
+def _from_config(from_config: Mapping[str, Any], tok: Any, torch_dtype: torch.dtype, seed: int,
+                 extra: dict[str, Any]) -> nn.Module:
+    """A randomly initialised model (under ``seed``) from ``AutoConfig.for_model`` keys."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    params = dict(from_config)
+    model_type = params.pop("model_type", None)
+    if not model_type:
+        raise RNAError("from_config needs a model_type", where="model.from_config.model_type",
+                       fix="add model_type: llama (or gpt2, mistral, ...)")
+    params.setdefault("vocab_size", len(tok))
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        params.setdefault(key, getattr(tok, key, None))
+    try:
+        config = AutoConfig.for_model(model_type, **params)
+    except (ValueError, TypeError) as exc:
+        raise RNAError(f"cannot build a {model_type!r} config: {exc}", where="model.from_config",
+                       fix="check model_type and the config keys") from None
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **extra)
+
+
+def _pretrained(name_or_path: str, kwargs: dict[str, Any], gguf_file: str | None,
+                keep_layers: int | None) -> nn.Module:
+    """A checkpoint's model: safetensors only (never unpickled), or GGUF; optionally truncated."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    else:
+        _require_safetensors(name_or_path)
+        kwargs["use_safetensors"] = True  # never unpickle weights
+    try:
+        if keep_layers is not None:
+            full = AutoConfig.from_pretrained(name_or_path, trust_remote_code=kwargs["trust_remote_code"],
+                                              **({"revision": kwargs["revision"]} if "revision" in kwargs else {}))
+            kwargs["config"] = truncated_config(full, keep_layers)
+        with _quiet_unexpected_keys(keep_layers is not None):
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise RNAError(f"cannot load a causal LM from {name_or_path!r}: {exc}", where="model.name_or_path",
+                       fix="pass a Hub id, a folder with config.json and weights, or gguf_file") from None
+    if gguf_file:
+        model = _plain_copy(model, kwargs["dtype"])
+    if keep_layers is not None:
+        drop_output_head(model)
+    return model
 
 
 def _require_safetensors(name_or_path: str) -> None:

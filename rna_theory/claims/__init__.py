@@ -109,7 +109,6 @@ def register_setting(index: int, factory: Callable[[int], _settings.Setting]) ->
     _SETTINGS[index] = factory
 
 
-VERIFIER_MODULES = ("c1", "c2", "c3", "c4", "c5", "c6", "c7")
 #: Settings provided by other packages, imported only when asked for (they need transformers and
 #: a trained model, so they stay out of the default check). The module registers the setting and
 #: its verifiers on import.
@@ -118,8 +117,12 @@ DEFAULT_SETTINGS = (1, 2, 3)
 
 
 def _load_verifiers() -> None:
-    for name in VERIFIER_MODULES:
-        importlib.import_module(f"rna_theory.claims.{name}")  # registers by side effect
+    """Import every claim module of this package: each registers its verifiers (``@claim``) on import,
+    so adding a claim is one module here, found without a hand-kept list."""
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def available_claims() -> list[str]:
