@@ -5,7 +5,8 @@ With noise nu, the smoothed head pbar(y|z) = E p(y|z + delta), delta ~ N(0, nu^2
 R = (nu/2)(Phi^-1(p_A) - Phi^-1(p_B)); (b) under Assumption 1 (eps ~ N(0, eta^2 I)) the
 prediction is unchanged with probability >= F_chi2_d(R^2/eta^2), and for a measured anisotropic
 eps ~ N(mu, Sigma) with probability >= P(||eps|| < R), a generalised chi-square; (c) pbar_y is
-(sqrt(2/pi)/nu)-Lipschitz, giving dimension-free concentration; (d) to first order
+(1/(nu sqrt(2 pi)))-Lipschitz (tight: a smoothed half-space attains it), giving dimension-free
+concentration; (d) to first order
 pbar_y(z+eps) - pbar_y(z) ~ N(0, eta^2 ||grad pbar_y(z)||^2).
 """
 
@@ -59,9 +60,9 @@ def certified_probability(radius: np.ndarray | float, eta: float, dim: int) -> n
     eta = check_finite(eta, "eta", minimum=0.0)
     dim = check_int(dim, "dim", minimum=1)
     r = np.asarray(radius, dtype=np.float64)
-    if eta == 0.0:
-        return (r > 0).astype(np.float64)
-    return stats.chi2.cdf((r / eta) ** 2, dim)
+    if eta == 0.0:  # no perturbation: the prediction is unchanged (a negative radius certifies nothing)
+        return (r >= 0).astype(np.float64)
+    return np.where(r > 0, stats.chi2.cdf((np.maximum(r, 0.0) / eta) ** 2, dim), 0.0)
 
 
 def first_order_probability(radius: np.ndarray | float, eta: float) -> np.ndarray:
@@ -72,19 +73,27 @@ def first_order_probability(radius: np.ndarray | float, eta: float) -> np.ndarra
     """
     eta = check_finite(eta, "eta", minimum=0.0)
     r = np.asarray(radius, dtype=np.float64)
-    if eta == 0.0:
-        return (r > 0).astype(np.float64)
+    if eta == 0.0:  # no perturbation: the prediction is unchanged
+        return (r >= 0).astype(np.float64)
     return stats.norm.cdf(r / eta)
 
 
+#: Lipschitz constant of a nu-smoothed [0, 1]-valued head, times nu: sup_s phi(s) = 1/sqrt(2 pi)
+#: (|u . grad pbar| <= phi(Phi^-1(pbar))/nu; equality for a smoothed half-space at its boundary).
+SMOOTHED_LIPSCHITZ = 1.0 / math.sqrt(2.0 * math.pi)
+
+
 def concentration_bound(t: np.ndarray | float, nu: float, eta: float) -> np.ndarray:
-    """C6(c): P(|pbar_y(z+eps) - E pbar_y(z+eps)| >= t) <= 2 exp(-pi t^2 nu^2 / (4 eta^2))."""
+    """C6(c): P(|pbar_y(z+eps) - E pbar_y(z+eps)| >= t) <= 2 exp(-t^2 / (2 eta^2 L^2)), L = 1/(nu sqrt(2 pi)),
+    i.e. 2 exp(-pi t^2 nu^2 / eta^2); 1 for t <= 0 (the event is certain)."""
     nu = check_finite(nu, "nu", minimum=0.0, strict=True)
     eta = check_finite(eta, "eta", minimum=0.0)
     t = np.asarray(t, dtype=np.float64)
     if eta == 0.0:
         return (t <= 0).astype(np.float64)
-    return np.minimum(1.0, 2.0 * np.exp(-math.pi * t**2 * nu**2 / (4.0 * eta**2)))
+    lipschitz = SMOOTHED_LIPSCHITZ / nu
+    bound = np.minimum(1.0, 2.0 * np.exp(-(t**2) / (2.0 * eta**2 * lipschitz**2)))
+    return np.where(t <= 0, 1.0, bound)
 
 
 def first_order_std(grad_norm: np.ndarray | float, eta: float) -> np.ndarray:
@@ -169,14 +178,37 @@ def _convolution_cdf(x: float, w: np.ndarray, d: np.ndarray) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
+def check_covariance(cov: np.ndarray, dim: int) -> np.ndarray:
+    """``cov`` as a d x d float array, refused unless symmetric positive semi-definite (to rounding)."""
+    cov = check_array(cov, "cov", ndim=2)
+    if cov.shape != (dim, dim):
+        raise RNAError(f"cov has shape {cov.shape} but mean has length {dim}", where="cov",
+                       fix="pass a d x d covariance for a length-d mean")
+    scale = max(float(np.abs(cov).max()), 1e-300)
+    if not np.allclose(cov, cov.T, rtol=1e-8, atol=1e-10 * scale):
+        raise RNAError("cov is not symmetric", where="cov", fix="pass a covariance matrix (e.g. np.cov(diffs.T))")
+    low = float(np.linalg.eigvalsh(cov).min())
+    if low < -1e-8 * scale * dim:
+        raise RNAError(f"cov is not positive semi-definite (smallest eigenvalue {low:.3g})", where="cov",
+                       fix="pass a covariance matrix (e.g. np.cov(diffs.T))")
+    return cov
+
+
 def generalized_chi2_cdf(x: float, mean: np.ndarray, cov: np.ndarray, *, method: str = "imhof",
                          n_samples: int = 200_000, seed: int = 0, tol: float = 1e-10) -> float:
-    """P(||eps||^2 <= x) for eps ~ N(mean, cov): Imhof inversion or Monte Carlo."""
+    """P(||eps||^2 <= x) for eps ~ N(mean, cov): Imhof inversion or Monte Carlo.
+
+    ``x = inf`` gives 1 and ``x < 0`` gives 0; a NaN ``x`` and a covariance that is not symmetric
+    positive semi-definite (to rounding) are errors.
+    """
     mean = check_array(mean, "mean", ndim=1)
-    cov = check_array(cov, "cov", ndim=2)
-    if cov.shape != (mean.size, mean.size):
-        raise RNAError(f"cov has shape {cov.shape} but mean has length {mean.size}", where="cov",
-                       fix="pass a d x d covariance for a length-d mean")
+    cov = check_covariance(cov, mean.size)
+    if math.isnan(float(x)):
+        raise RNAError("x is NaN", where="x", fix="pass a number (the squared radius)")
+    if x == math.inf:
+        return 1.0
+    if x < 0:
+        return 0.0
     lam, delta, offset = _gen_chi2_terms(mean, cov, tol)
     if method == "imhof":
         return imhof_cdf(x - offset, lam, delta)
@@ -193,12 +225,12 @@ def anisotropic_certified_probability(radius: np.ndarray | float, mean: np.ndarr
     """C6(b) for a measured eps ~ N(mu, Sigma): P(||eps|| < R) per radius."""
     radii = np.atleast_1d(np.asarray(radius, dtype=np.float64))
     mean = check_array(mean, "mean", ndim=1)
-    cov = check_array(cov, "cov", ndim=2)
+    cov = check_covariance(cov, mean.size)
     lam, delta, offset = _gen_chi2_terms(mean, cov, 1e-10)
     out = np.empty_like(radii)
     for i, r in enumerate(radii):
         if method == "imhof":
             out[i] = imhof_cdf(r * r - offset, lam, delta) if r > 0 else 0.0
         else:
-            out[i] = generalized_chi2_cdf(r * r, mean, cov, method=method)
+            out[i] = generalized_chi2_cdf(r * r, mean, cov, method=method) if r > 0 else 0.0
     return out.reshape(np.shape(radius))

@@ -52,8 +52,42 @@ def test_certified_probability_is_chi2(d, r, eta):
 
 def test_concentration_bound_edges():
     assert concentration_bound(0.0, 1.0, 1.0) == 1.0
+    assert concentration_bound(-1.0, 1.0, 1.0) == 1.0  # |X| >= -1 is certain
     assert concentration_bound(1.0, 1.0, 1e-9) == pytest.approx(0.0)
-    assert concentration_bound(0.3, 0.5, 0.05) == pytest.approx(2 * math.exp(-math.pi * 0.09 * 0.25 / 0.01))
+    # tight constant L = 1/(nu sqrt(2 pi)): 2 exp(-t^2 / (2 eta^2 L^2)) = 2 exp(-pi t^2 nu^2 / eta^2)
+    assert concentration_bound(0.1, 0.5, 0.05) == pytest.approx(2 * math.exp(-math.pi * 0.01 * 0.25 / 0.0025))
+
+
+def test_the_smoothed_lipschitz_constant_is_attained_by_a_half_space():
+    """pbar(z) = Phi(w.z / nu) for the half-space head 1[w.z > 0]: its gradient norm peaks at the
+    boundary at phi(0)/nu = 1/(nu sqrt(2 pi)), the constant C6(c) uses (not sqrt(2/pi)/nu, twice it)."""
+    from rna_theory.bounds import SMOOTHED_LIPSCHITZ
+
+    nu = 0.7
+    s = np.linspace(-5, 5, 200_001)
+    grad = stats.norm.pdf(s / nu) / nu  # |d/ds Phi(s/nu)| along the unit normal w
+    assert grad.max() == pytest.approx(SMOOTHED_LIPSCHITZ / nu, rel=1e-9)
+    # Monte Carlo of the same head: the smoothed value's finite difference at the boundary
+    rng = np.random.default_rng(0)
+    delta = rng.standard_normal(2_000_000) * nu
+    h = 0.05
+    slope = (np.mean(delta + h > 0) - np.mean(delta - h > 0)) / (2 * h)
+    assert slope == pytest.approx(SMOOTHED_LIPSCHITZ / nu, rel=0.02)
+
+
+def test_bounds_outside_their_domain():
+    assert float(certified_probability(-1.0, 0.5, 10)) == 0.0
+    assert float(certified_probability(0.0, 0.5, 10)) == 0.0
+    assert float(certified_probability(0.0, 0.0, 10)) == 1.0  # no perturbation: nothing changes
+    mean, cov = np.zeros(3), np.eye(3)
+    assert generalized_chi2_cdf(math.inf, mean, cov) == 1.0
+    assert generalized_chi2_cdf(-1.0, mean, cov) == 0.0
+    with pytest.raises(RNAError, match="NaN"):
+        generalized_chi2_cdf(math.nan, mean, cov)
+    with pytest.raises(RNAError, match="not symmetric"):
+        generalized_chi2_cdf(1.0, mean, np.array([[1.0, 0.5, 0], [0, 1, 0], [0, 0, 1]]))
+    with pytest.raises(RNAError, match="positive semi-definite"):
+        generalized_chi2_cdf(1.0, mean, np.diag([1.0, -1.0, 1.0]))
 
 
 @given(st.integers(1, 40), st.floats(0.1, 10.0), st.floats(0.0, 3.0), st.floats(0.05, 3.0))
