@@ -159,6 +159,17 @@ def unlearned(base: BaseModel, data: Any, base_cells: Cells, plan: dict[str, Any
     return cached(run_dir / "eval", compute)
 
 
+def rounded(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float rounded to ``digits`` decimals (a compact committed summary)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def main() -> int:
     """Parse arguments, run every world, write the JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,10 +188,9 @@ def main() -> int:
     results = {n: run_world(n, w or {}, plan, out, args.cache_dir) for n, w in worlds.items()}
     summary_path = args.summary or Path(plan["summary"])
     summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps({"command": " ".join(sys.argv), "method": plan["method"],
-                                        "seeds": plan["seeds"], "steps": plan["steps"],
-                                        "seconds": round(time.perf_counter() - start, 1), "worlds": results},
-                                       indent=1) + "\n")
+    summary = {"command": " ".join(sys.argv), "method": plan["method"], "seeds": plan["seeds"], "steps": plan["steps"],
+               "seconds": round(time.perf_counter() - start, 1), "worlds": results}
+    summary_path.write_text(json.dumps(rounded(summary), indent=1) + "\n")
     log.info("summary in %s (%.0f s)", summary_path, time.perf_counter() - start)
     return 0
 
