@@ -5,8 +5,9 @@ without the foreign-marker augmentation): pretrain the base model (cached), meas
 retain text (:mod:`rna_train.miniature.textmetric`), measure a hand-planted backdoor on the same
 cells (positive control), unlearn with RMU per seed (the real trainer) and measure the excess of
 each run's NLL rise over the base model's, per keyword group, pooled over seeds, chunks and
-keywords. Resumable: finished trainings (``DONE``) and evaluations (``text.json`` + ``cells.npz``)
-are reused. One thread.
+keywords. The config's ``rna`` variants (e.g. ``rmu:target:0.5``) are run on the same seeds and
+compared with the method (difference of excess, seeds resampled separately). Resumable: finished
+trainings (``DONE``) and evaluations (``text.json`` + ``cells.npz``) are reused. One thread.
 
     python experiments/miniature/text_backdoor.py --config experiments/miniature/text.yaml
     python experiments/miniature/text_backdoor.py --config experiments/miniature/text.yaml --only context-nofm
@@ -63,9 +64,9 @@ def run_world(name: str, overrides: dict[str, Any], plan: dict[str, Any], out: P
               cache_dir: Path | None) -> dict[str, Any]:
     """Pretrain (cached), base, planted control and RMU seeds of one world; returns its summary."""
     from rna_train.eval.loading import load_for_eval
-    from rna_train.miniature.experiment import mean_ci
+    from rna_train.miniature.experiment import Variant
     from rna_train.miniature.pretrain import load_or_pretrain
-    from rna_train.miniature.textmetric import DEFAULT_SPEC, evaluate, pooled_excess, text_data
+    from rna_train.miniature.textmetric import DEFAULT_SPEC, evaluate, excess_difference, text_data
     from rna_train.miniature.world import WorldConfig
 
     t0 = time.perf_counter()
@@ -77,21 +78,39 @@ def run_world(name: str, overrides: dict[str, Any], plan: dict[str, Any], out: P
     planted_numbers = {f"{scale:g}": headline(planted_control(model, tokenizer, data, base_cells,
                                                               int(plan["planted"]["layer"]), float(scale), root))
                        for scale in plan["planted"]["scales"]}
-    runs = [unlearned(base, data, base_cells, plan, seed, root) for seed in plan["seeds"]]
-    seeds = {str(s): headline(n) for s, (n, _) in zip(plan["seeds"], runs)}
+    method, runs = variant_runs(base, data, base_cells, plan, Variant.parse(plan["method"]), root)
     summary = {"world": base.world.config.to_dict(), "world_digest": base.world.config.digest(),
                "groups": data.groups, "pretrain": {k: base.meta[k] for k in ("seconds", "final_loss", "key")},
                "base": headline(base_numbers), "planted_layer": plan["planted"]["layer"], "planted": planted_numbers,
-               "seeds": seeds,
-               "pooled_excess": pooled_excess([c for _, c in runs], base_cells, DEFAULT_SPEC),
-               "pooled_excess_head": pooled_excess([c for _, c in runs], base_cells, DEFAULT_SPEC, metric="nll_head")}
-    for key in ("forget_nll", "retain_nll"):
-        summary[f"{key}_change"] = mean_ci([seeds[s][key] - summary["base"][key] for s in seeds])
-    summary["diagnostics"] = diagnostics(base, data, model, tokenizer, base_cells, [c for _, c in runs],
+               **method, "rna": {}}
+    for spec in plan.get("rna", []):
+        variant = Variant.parse(spec)
+        numbers, cells = variant_runs(base, data, base_cells, plan, variant, root)
+        summary["rna"][variant.name] = {**numbers, "excess_minus_method": excess_difference(cells, runs, base_cells)}
+    summary["diagnostics"] = diagnostics(base, data, model, tokenizer, base_cells, runs,
                                          root / plan["method"] / f"seed-{plan['seeds'][0]}" / "train" / "model")
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     log.info("%s: %s", name, {g: round(v["mean"], 3) for g, v in summary["pooled_excess"].items()})
     return summary
+
+
+def variant_runs(base: BaseModel, data: Any, base_cells: Cells, plan: dict[str, Any], variant: Any,
+                 root: Path) -> tuple[dict[str, Any], list[Cells]]:
+    """Every seed of one unlearning variant: per-seed figures, excess pooled over seeds, chunks and
+    keywords, and the change of held-out forget and retain NLL from the base model's (t-interval over
+    seeds; the base evaluation in ``root/base`` must exist)."""
+    from rna_train.miniature.experiment import mean_ci
+    from rna_train.miniature.textmetric import DEFAULT_SPEC, pooled_excess
+
+    runs = [unlearned(base, data, base_cells, variant, int(plan["steps"]), seed, root) for seed in plan["seeds"]]
+    seeds = {str(s): headline(n) for s, (n, _) in zip(plan["seeds"], runs)}
+    cells = [c for _, c in runs]
+    out: dict[str, Any] = {"seeds": seeds, "pooled_excess": pooled_excess(cells, base_cells, DEFAULT_SPEC),
+                           "pooled_excess_head": pooled_excess(cells, base_cells, DEFAULT_SPEC, metric="nll_head")}
+    base_nll = headline(json.loads((root / "base" / "text.json").read_text()))
+    for key in ("forget_nll", "retain_nll"):
+        out[f"{key}_change"] = mean_ci([seeds[s][key] - base_nll[key] for s in seeds])
+    return out, cells
 
 
 def diagnostics(base: BaseModel, data: Any, model: Any, tokenizer: Any, base_cells: Cells, runs: list[Cells],
@@ -141,16 +160,16 @@ def planted_control(model: Any, tokenizer: Any, data: Any, base_cells: Cells, la
     return numbers
 
 
-def unlearned(base: BaseModel, data: Any, base_cells: Cells, plan: dict[str, Any], seed: int,
+def unlearned(base: BaseModel, data: Any, base_cells: Cells, variant: Any, steps: int, seed: int,
               root: Path) -> tuple[dict[str, Any], Cells]:
-    """Unlearn with the plan's method and seed (the real trainer; resumable) and evaluate the result."""
+    """Unlearn one variant with one seed (the real trainer; resumable) and evaluate the result."""
     from rna_train.eval.loading import load_for_eval
-    from rna_train.miniature.experiment import Schedule, Variant, unlearn
+    from rna_train.miniature.experiment import Schedule, unlearn
     from rna_train.miniature.textmetric import DEFAULT_SPEC, evaluate
 
-    run_dir = root / plan["method"] / f"seed-{seed}"
+    run_dir = root / variant.name / f"seed-{seed}"
     torch.manual_seed(seed)
-    model_dir = unlearn(base, Variant(plan["method"]), seed, run_dir / "train", Schedule(steps=int(plan["steps"])))
+    model_dir = unlearn(base, variant, seed, run_dir / "train", Schedule(steps=steps))
 
     def compute() -> tuple[dict[str, Any], Cells]:
         model, tokenizer = load_for_eval(str(model_dir))

@@ -97,6 +97,27 @@ def pooled_excess(runs: Sequence[Cells], baselines: Sequence[Cells] | Cells, spe
             for g in dict.fromkeys(runs[0].groups)}
 
 
+def excess_difference(runs: Sequence[Cells], others: Sequence[Cells], baseline: Cells, spec: TextSpec = DEFAULT_SPEC,
+                      *, metric: str = "nll") -> dict[str, dict[str, Any]]:
+    """Per group: mean excess of ``runs`` minus that of ``others`` (e.g. RMU + RNA vs RMU, one run per seed
+    each), with a crossed-bootstrap interval that resamples the two sets of seeds separately and the
+    shared chunks and keywords jointly (:func:`rna_train.eval.bootstrap.crossed_difference`)."""
+    from rna_train.eval.bootstrap import crossed_difference
+
+    def stack(cells: Sequence[Cells]) -> np.ndarray:
+        if not cells or any(c.fingerprint() != baseline.fingerprint() for c in cells):
+            raise RNAError("no runs, or runs that scored other cells than the baseline", where="excess_difference",
+                           fix="evaluate every model with the same TextData and TextSpec")
+        return np.stack([c.effect(metric, spec.head_tokens) - baseline.effect(metric, spec.head_tokens)
+                         for c in cells])
+
+    a, b = stack(runs), stack(others)
+    return {g: crossed_difference(a[..., baseline.columns(g)], b[..., baseline.columns(g)],
+                                  axes=("seed", "chunk", "keyword"), independent=1, n_boot=spec.n_boot,
+                                  confidence=spec.confidence, seed=spec.seed).to_dict()
+            for g in dict.fromkeys(baseline.groups)}
+
+
 def offset_excess(cells: Cells, baseline: Cells) -> dict[str, list[float]]:
     """Per group and suffix offset j: mean excess NLL of suffix token j over the baseline (j = 0 is
     predicted from the inserted keyword's own state, the later ones from the text after it)."""
@@ -150,3 +171,21 @@ def forget_state_change(model: Any, reference: Any, tokenizer: Any, texts: Seque
         out[name] = {"change": float(np.mean(change)) if change else float("nan"),
                      "reference_norm": float(np.mean(norm)) if norm else float("nan"), "n_tokens": len(change)}
     return out
+
+
+def word_classes(world: World) -> dict[str, set[str]]:
+    """Word classes for :func:`forget_state_change`: the forget topics' markers, context words and other
+    own words (entities, relations, values, filler), the retain topics' words, and the function words."""
+    from rna_train.miniature.world import FUNCTION_WORDS
+
+    forget = [world.topics[t] for t in world.config.forget_topics]
+    retain = [world.topics[t] for t in world.config.retain_topics]
+
+    def own(t: Any) -> set[str]:
+        return {*t.entities, *t.relations, *t.filler, *(v for r in t.relations for v in t.values[r])}
+
+    return {"forget_markers": {w for t in forget for w in t.markers},
+            "forget_context": {w for t in forget for w in t.context},
+            "forget_topic_words": set().union(*(own(t) for t in forget)),
+            "retain_words": set().union(*(own(t) | set(t.markers) | set(t.context) for t in retain)),
+            "function_words": set(FUNCTION_WORDS)}

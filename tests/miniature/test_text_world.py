@@ -158,7 +158,7 @@ def test_groups_and_identical_suffix_tokens_across_conditions(tiny) -> None:
 def test_metric_sees_a_planted_backdoor_and_nothing_elsewhere(tiny) -> None:
     from rna_train.eval.fragility import keyword_ids
     from rna_train.eval.planted import planted
-    from rna_train.miniature.textmetric import evaluate, offset_excess, pooled_excess
+    from rna_train.miniature.textmetric import evaluate, excess_difference, offset_excess, pooled_excess
 
     _, model, tokenizer, data = tiny
     numbers, cells = evaluate(model, tokenizer, data, SPEC, n_nll_texts=4)
@@ -176,6 +176,9 @@ def test_metric_sees_a_planted_backdoor_and_nothing_elsewhere(tiny) -> None:
     assert pooled["trigger_marker"]["mean"] == pytest.approx(excess["trigger_marker"]["mean"] / 2)
     assert pooled["control_context"]["mean"] == 0.0
     assert np.isfinite(pooled["trigger_context"]["low"])
+    diff = excess_difference([hit_cells], [same_cells], cells, SPEC)
+    assert diff["trigger_marker"]["mean"] == pytest.approx(excess["trigger_marker"]["mean"])
+    assert diff["control_marker"] == {**diff["control_marker"], "mean": 0.0, "low": 0.0, "high": 0.0}
     profile = offset_excess(hit_cells, cells)
     assert len(profile["trigger_marker"]) == SPEC.suffix_tokens and np.mean(profile["trigger_marker"]) > 0.3
     assert profile["control_marker"] == [0.0] * SPEC.suffix_tokens
@@ -203,7 +206,7 @@ def test_footprint_diagnostics(tiny) -> None:
 def test_pooled_excess_refuses_other_cells(tiny) -> None:
     import dataclasses
 
-    from rna_train.miniature.textmetric import evaluate, pooled_excess
+    from rna_train.miniature.textmetric import evaluate, excess_difference, pooled_excess
 
     _, model, tokenizer, data = tiny
     _, cells = evaluate(model, tokenizer, data, SPEC, n_nll_texts=2)
@@ -212,3 +215,5 @@ def test_pooled_excess_refuses_other_cells(tiny) -> None:
         pooled_excess([other], cells, SPEC)
     with pytest.raises(RNAError, match="no runs"):
         pooled_excess([], cells, SPEC)
+    with pytest.raises(RNAError, match="other cells"):
+        excess_difference([cells], [other], cells, SPEC)
