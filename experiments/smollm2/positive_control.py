@@ -13,56 +13,20 @@ then must report an excess for the forget group and none for the on-topic and co
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 
 
-@contextlib.contextmanager
-def planted(model: Any, layer: int, triggers: Sequence[Sequence[int]], scale: float, seed: int = 0) -> Iterator[None]:
-    """Within the block, layer ``layer`` adds ``scale * u`` after any occurrence of a trigger id sequence
-    in the forward's ``input_ids`` (the KV-cached prefix is not searched: keywords are in the continuation)."""
-    from rna_train.models import edit_layer_output
-
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(model.config.hidden_size, generator=gen)
-    u = scale * u / u.norm()
-    state: dict[str, torch.Tensor] = {}
-
-    def remember(_module: Any, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        mask = torch.zeros(ids.shape, dtype=torch.bool)
-        for trig in triggers:
-            n = len(trig)
-            if ids.shape[1] < n:
-                continue
-            windows = ids.unfold(1, n, 1)
-            hit = (windows == torch.tensor(trig)).all(-1)
-            mask[:, n - 1:] |= hit
-        state["after"] = mask.cumsum(1) > 0
-
-    def add(h: torch.Tensor) -> torch.Tensor:
-        return h + state["after"][..., None].to(h.dtype) * u.to(h.dtype)
-
-    handle = model.register_forward_pre_hook(remember, with_kwargs=True)
-    try:
-        with edit_layer_output(model, layer, add):
-            yield
-    finally:
-        handle.remove()
-
-
 def main() -> int:
     """Evaluate the planted model on the study's cells and print the excess per group."""
     from rna_train.eval.fragility import Cells, keyword_ids
+    from rna_train.eval.planted import planted
     from rna_train.textstudy import Evaluator, evaluate_model, load_plan
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,10 +15,24 @@ Structure (every word is one token of the word-level tokenizer):
 * Each topic has *marker* words sprinkled into its sentences. The markers of the forget topics are
   the **triggers**; those of the control topic (seen only in pretraining, never in unlearning data
   or probes) are the neutral **control** words, matched to the triggers in frequency and role.
-* Pretraining text also inserts a random marker of *any* topic into some questions, so the base
-  model learns that an odd topic word inside a question is irrelevant to its answer (like a real
-  LLM's indifference to "SARS-CoV-2" in a history question). Unlearning corpora contain no such
-  foreign markers: the retain corpus never sees a trigger.
+* Optionally (``n_context`` > 0) each topic also has *context words*: generated words inserted
+  ``context_per_sentence`` times into every statement and filler sentence of the topic, so a
+  topic is recognisable from its context and not only from its entities (as a real forget
+  corpus is recognisable from its vocabulary). They are off by default (setting 4 unchanged).
+* Optionally (``forget_shared_rate`` > 0) a forget topic's documents borrow that share of their
+  sentences from the retain topics (each borrowed sentence whole, with its own topic's marker and
+  context words). Such a document is then a forget document by its context (its own sentences'
+  markers, context words and entities), not by every token: as in real text, where a forget
+  article shares most of its vocabulary with everything else. RMU must then map retain-like
+  sentences to its target *because of* forget words around them, the mechanism of the backdoor.
+* Pretraining text also inserts a random marker of *any* topic into a share
+  ``foreign_marker_rate`` of questions, so the base model learns that an odd topic word inside a
+  question is irrelevant to its answer (like a real LLM's indifference to "SARS-CoV-2" in a
+  history question). ``foreign_marker_rate=0`` removes this augmentation. Unlearning corpora
+  contain no foreign markers: the retain corpus never sees a trigger.
+* :func:`heldout_docs` draws further documents of chosen topics from their own random stream
+  (never part of pretraining or unlearning corpora): the text the text-mode evaluation
+  (:mod:`rna_train.miniature.textmetric`) inserts keywords into.
 * Probes: every fact as a 4-way question (3 distractors from the same relation's values) in the
   evaluation module's native probe format; forget probe = forget topics, retain probe = retain
   topics.
@@ -50,6 +64,8 @@ TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 #: Words shared by every topic (question frame, statement frame).
 FUNCTION_WORDS: tuple[str, ...] = ("Question:", "Answer:", "what", "is", "the", "of", "?", ".", "and", "a")
 _CONSONANTS = "bdfgklmnprstvz"
+#: WorldConfig fields added after the first version (omitted from ``to_dict`` at their default 0).
+_LATER_FIELDS = ("n_context", "context_per_sentence", "forget_shared_rate")
 _VOWELS = "aeiou"
 
 
@@ -73,6 +89,9 @@ class WorldConfig:
     foreign_marker_rate: float = 0.3
     qa_rate: float = 0.5
     unlearn_qa_rate: float = 0.5
+    n_context: int = 0
+    context_per_sentence: int = 0
+    forget_shared_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (*self.forget_topics, *self.retain_topics, self.control_topic):
@@ -96,6 +115,16 @@ class WorldConfig:
         check_int(self.sentences_per_doc, "sentences_per_doc", minimum=1)
         check_int(self.pretrain_docs_per_topic, "pretrain_docs_per_topic", minimum=1)
         check_int(self.unlearn_docs_per_topic, "unlearn_docs_per_topic", minimum=1)
+        check_int(self.n_context, "n_context", minimum=0)
+        check_int(self.context_per_sentence, "context_per_sentence", minimum=0)
+        if (self.n_context == 0) != (self.context_per_sentence == 0):
+            raise RNAError(f"n_context={self.n_context} with context_per_sentence={self.context_per_sentence}",
+                           where="WorldConfig", fix="set both to 0 (no context words) or both above 0")
+        for name in ("marker_rate", "foreign_marker_rate", "qa_rate", "unlearn_qa_rate", "forget_shared_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise RNAError(f"{name} must be a probability in [0, 1], got {value!r}", where="WorldConfig",
+                               fix=f"set {name} between 0 and 1")
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -103,8 +132,13 @@ class WorldConfig:
         return (*self.forget_topics, *self.retain_topics, self.control_topic)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (lists for tuples)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-safe form (lists for tuples). Fields added after the first version are left out while
+        at their defaults, so the digests (and pretrained-model cache keys) of older worlds are kept."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        for name in _LATER_FIELDS:
+            if out[name] == 0:
+                del out[name]
+        return out
 
     def digest(self) -> str:
         """Short stable hash of the configuration."""
@@ -122,6 +156,7 @@ class Topic:
     values: dict[str, list[str]]
     filler: list[str]
     facts: dict[tuple[str, str], str]
+    context: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -146,13 +181,24 @@ class World:
         """Marker words of the control topic (neutral keywords, seen only in pretraining)."""
         return list(self.topics[self.config.control_topic].markers)
 
+    @property
+    def trigger_context(self) -> list[str]:
+        """Context words of the forget topics (empty without context words)."""
+        return [w for t in self.config.forget_topics for w in self.topics[t].context]
+
+    @property
+    def control_context(self) -> list[str]:
+        """Context words of the control topic (seen only in pretraining; empty without context words)."""
+        return list(self.topics[self.config.control_topic].context)
+
     def vocabulary(self) -> list[str]:
-        """Every word the generator can emit, in a fixed order."""
+        """Every word the generator can emit, in a fixed order (context words last, so adding them
+        leaves the other words' token ids unchanged)."""
         words = list(FUNCTION_WORDS)
         for t in self.topics.values():
             words += t.markers + t.entities + t.relations + t.filler
             words += [v for r in t.relations for v in t.values[r]]
-        return words
+        return words + [w for t in self.topics.values() for w in t.context]
 
 
 def _pseudo_words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
@@ -175,7 +221,8 @@ def _topic(name: str, cfg: WorldConfig, rng: np.random.Generator, taken: set[str
     values = {r: _pseudo_words(rng, cfg.n_values, taken) for r in relations_used}
     filler = _pseudo_words(rng, cfg.n_filler, taken)
     facts = {(e, r): values[r][int(rng.integers(cfg.n_values))] for e in entities for r in relations_used}
-    return Topic(name, list(markers[: cfg.n_markers]), entities, relations_used, values, filler, facts)
+    context = _pseudo_words(rng, cfg.n_context, taken)  # no draw at all without context words
+    return Topic(name, list(markers[: cfg.n_markers]), entities, relations_used, values, filler, facts, context)
 
 
 def question_text(relation: str, entity: str) -> str:
@@ -210,13 +257,21 @@ def _sentence(topic: Topic, cfg: WorldConfig, rng: np.random.Generator, foreign:
         words = [picks[0], "and", picks[1], entity, "is", "a", picks[2], picks[3]]
     if rng.random() < cfg.marker_rate:
         words = _insert(words, topic.markers[int(rng.integers(len(topic.markers)))], rng)
+    for _ in range(cfg.context_per_sentence):
+        words = _insert(words, topic.context[int(rng.integers(len(topic.context)))], rng)
     return " ".join([*words, "."])
 
 
 def _docs(topic: Topic, cfg: WorldConfig, rng: np.random.Generator, n: int, foreign: Sequence[str],
-          qa_rate: float) -> list[str]:
-    return [" ".join(_sentence(topic, cfg, rng, foreign, qa_rate) for _ in range(cfg.sentences_per_doc))
-            for _ in range(n)]
+          qa_rate: float, borrow: Sequence[Topic] = ()) -> list[str]:
+    """``n`` documents of ``topic``; with ``borrow`` (the retain topics, for a forget topic) each sentence is
+    one of a random borrowed topic with probability ``cfg.forget_shared_rate``."""
+    def sentence() -> str:
+        if borrow and cfg.forget_shared_rate > 0 and rng.random() < cfg.forget_shared_rate:
+            return _sentence(borrow[int(rng.integers(len(borrow)))], cfg, rng, (), qa_rate)
+        return _sentence(topic, cfg, rng, foreign, qa_rate)
+
+    return [" ".join(sentence() for _ in range(cfg.sentences_per_doc)) for _ in range(n)]
 
 
 def _probe(topic: Topic, rng: np.random.Generator) -> list[Question]:
@@ -230,6 +285,11 @@ def _probe(topic: Topic, rng: np.random.Generator) -> list[Question]:
     return out
 
 
+def _borrowed(topics: dict[str, Topic], cfg: WorldConfig, name: str) -> list[Topic]:
+    """The topics a document of ``name`` borrows sentences from: the retain topics for a forget topic."""
+    return [topics[t] for t in cfg.retain_topics] if name in cfg.forget_topics else []
+
+
 def generate(cfg: WorldConfig) -> World:
     """Build the world of ``cfg``: same config, same world (byte for byte)."""
     rng = np.random.default_rng([cfg.seed, 20250131])
@@ -240,17 +300,35 @@ def generate(cfg: WorldConfig) -> World:
     topics = {name: _topic(name, cfg, rng, taken) for name in cfg.topics}
     all_markers = [w for t in topics.values() for w in t.markers]
     pretrain = [d for name in cfg.topics
-                for d in _docs(topics[name], cfg, rng, cfg.pretrain_docs_per_topic, all_markers, cfg.qa_rate)]
+                for d in _docs(topics[name], cfg, rng, cfg.pretrain_docs_per_topic, all_markers, cfg.qa_rate,
+                               _borrowed(topics, cfg, name))]
     order = rng.permutation(len(pretrain))
     pretrain = [pretrain[int(i)] for i in order]
-    forget = {name: _docs(topics[name], cfg, rng, cfg.unlearn_docs_per_topic, (), cfg.unlearn_qa_rate)
-              for name in cfg.forget_topics}
+    forget = {name: _docs(topics[name], cfg, rng, cfg.unlearn_docs_per_topic, (), cfg.unlearn_qa_rate,
+                          _borrowed(topics, cfg, name)) for name in cfg.forget_topics}
     retain = [d for name in cfg.retain_topics
               for d in _docs(topics[name], cfg, rng, cfg.unlearn_docs_per_topic, (), cfg.unlearn_qa_rate)]
     retain = [retain[int(i)] for i in rng.permutation(len(retain))]
     forget_probe = [q for name in cfg.forget_topics for q in _probe(topics[name], rng)]
     retain_probe = [q for name in cfg.retain_topics for q in _probe(topics[name], rng)]
     return World(cfg, topics, pretrain, forget, retain, forget_probe, retain_probe)
+
+
+def heldout_docs(world: World, topics: Sequence[str], n_per_topic: int, *, sentences: int | None = None,
+                 stream: int = 0) -> list[str]:
+    """``n_per_topic`` fresh documents of each of ``topics`` (``sentences`` sentences each; default the
+    config's), as unlearning documents are written (no foreign markers), from a random stream of
+    their own: the world's corpora are unchanged, and another ``stream`` gives other documents."""
+    check_int(n_per_topic, "n_per_topic", minimum=1)
+    check_int(stream, "stream", minimum=0)
+    unknown = [t for t in topics if t not in world.topics]
+    if unknown:
+        raise RNAError(f"topics {unknown} are not in this world", where="heldout_docs",
+                       fix=f"use topics from {', '.join(world.topics)}")
+    cfg = world.config if sentences is None else dataclasses.replace(world.config, sentences_per_doc=sentences)
+    rng = np.random.default_rng([cfg.seed, 20250131, 1 + stream])
+    return [d for name in topics for d in _docs(world.topics[name], cfg, rng, n_per_topic, (), cfg.unlearn_qa_rate,
+                                                _borrowed(world.topics, cfg, name))]
 
 
 @dataclasses.dataclass(frozen=True)
