@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from rna_train.miniature.experiment import Results, collect_numbers, markdown_table, plot_drops, plot_predicted
+from rna_train.studies.miniature.experiment import Results, collect_numbers, markdown_table, plot_drops, plot_predicted
 
 
 def main() -> int:

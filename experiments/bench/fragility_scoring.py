@@ -23,13 +23,13 @@ import torch
 
 def main() -> int:
     """Time both scorers on the same cells and print a JSON record."""
-    from rna_train.assets import require
     from rna_train.data import read_texts
     from rna_train.eval.fragility import TextSpec, build_items, keyword_ids
     from rna_train.eval.keywords import builtin_keywords
     from rna_train.eval.loading import load_for_eval
     from rna_train.eval.scoring import pad_id
     from rna_train.eval.tokenscores import plain_scores, shared_prefix_scores
+    from rna_train.studies.assets import require
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder (default: the smollm2 asset)")

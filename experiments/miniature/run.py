@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from rna_train.miniature.experiment import (
+from rna_train.studies.miniature.experiment import (
     Schedule,
     Variant,
     markdown_table,
@@ -23,7 +23,7 @@ from rna_train.miniature.experiment import (
     plot_predicted,
     run_grid,
 )
-from rna_train.miniature.pretrain import load_or_pretrain
+from rna_train.studies.miniature.pretrain import load_or_pretrain
 
 
 def main() -> int:

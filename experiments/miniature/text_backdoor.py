@@ -2,7 +2,7 @@
 
 For every world of the config (setting 4's world, and variants with topic context words and/or
 without the foreign-marker augmentation): pretrain the base model (cached), measure it on held-out
-retain text (:mod:`rna_train.miniature.textmetric`), measure a hand-planted backdoor on the same
+retain text (:mod:`rna_train.studies.miniature.textmetric`), measure a hand-planted backdoor on the same
 cells (positive control), unlearn with RMU per seed (the real trainer) and measure the excess of
 each run's NLL rise over the base model's, per keyword group, pooled over seeds, chunks and
 keywords. The config's ``rna`` variants (e.g. ``rmu:target:0.5``) are run on the same seeds and
@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from rna_train.eval.fragility import Cells
-from rna_train.miniature.pretrain import BaseModel
+from rna_train.studies.miniature.pretrain import BaseModel
 
 log = logging.getLogger("miniature-text")
 
@@ -64,10 +64,10 @@ def run_world(name: str, overrides: dict[str, Any], plan: dict[str, Any], out: P
               cache_dir: Path | None) -> dict[str, Any]:
     """Pretrain (cached), base, planted control and RMU seeds of one world; returns its summary."""
     from rna_train.eval.loading import load_for_eval
-    from rna_train.miniature.experiment import Variant
-    from rna_train.miniature.pretrain import load_or_pretrain
-    from rna_train.miniature.textmetric import DEFAULT_SPEC, evaluate, excess_difference, text_data
-    from rna_train.miniature.world import WorldConfig
+    from rna_train.studies.miniature.experiment import Variant
+    from rna_train.studies.miniature.pretrain import load_or_pretrain
+    from rna_train.studies.miniature.textmetric import DEFAULT_SPEC, evaluate, excess_difference, text_data
+    from rna_train.studies.miniature.world import WorldConfig
 
     t0 = time.perf_counter()
     base = load_or_pretrain(WorldConfig(**overrides), cache_dir=cache_dir, progress=False)
@@ -99,8 +99,8 @@ def variant_runs(base: BaseModel, data: Any, base_cells: Cells, plan: dict[str, 
     """Every seed of one unlearning variant: per-seed figures, excess pooled over seeds, chunks and
     keywords, and the change of held-out forget and retain NLL from the base model's (t-interval over
     seeds; the base evaluation in ``root/base`` must exist)."""
-    from rna_train.miniature.experiment import mean_ci
-    from rna_train.miniature.textmetric import DEFAULT_SPEC, pooled_excess
+    from rna_train.studies.miniature.experiment import mean_ci
+    from rna_train.studies.miniature.textmetric import DEFAULT_SPEC, pooled_excess
 
     runs = [unlearned(base, data, base_cells, variant, int(plan["steps"]), seed, root) for seed in plan["seeds"]]
     seeds = {str(s): headline(n) for s, (n, _) in zip(plan["seeds"], runs)}
@@ -121,7 +121,7 @@ def diagnostics(base: BaseModel, data: Any, model: Any, tokenizer: Any, base_cel
 
     from rna_train.eval.fragility import build_items
     from rna_train.eval.loading import load_for_eval
-    from rna_train.miniature.textmetric import (
+    from rna_train.studies.miniature.textmetric import (
         DEFAULT_SPEC,
         forget_state_change,
         offset_excess,
@@ -148,7 +148,7 @@ def planted_control(model: Any, tokenizer: Any, data: Any, base_cells: Cells, la
     word on: markers and context words of the forget topics), measured against the base model."""
     from rna_train.eval.fragility import keyword_ids
     from rna_train.eval.planted import planted
-    from rna_train.miniature.textmetric import DEFAULT_SPEC, evaluate
+    from rna_train.studies.miniature.textmetric import DEFAULT_SPEC, evaluate
 
     words = [w for g, ws in data.groups.items() if g.startswith("trigger") for w in ws]
 
@@ -164,8 +164,8 @@ def unlearned(base: BaseModel, data: Any, base_cells: Cells, variant: Any, steps
               root: Path) -> tuple[dict[str, Any], Cells]:
     """Unlearn one variant with one seed (the real trainer; resumable) and evaluate the result."""
     from rna_train.eval.loading import load_for_eval
-    from rna_train.miniature.experiment import Schedule, unlearn
-    from rna_train.miniature.textmetric import DEFAULT_SPEC, evaluate
+    from rna_train.studies.miniature.experiment import Schedule, unlearn
+    from rna_train.studies.miniature.textmetric import DEFAULT_SPEC, evaluate
 
     run_dir = root / variant.name / f"seed-{seed}"
     torch.manual_seed(seed)

@@ -15,8 +15,14 @@ from pathlib import Path
 
 from rna_theory.claims import Budget
 from rna_theory.commands.theory import table
-from rna_train.miniature.experiment import Results
-from rna_train.miniature.theory import backdoor, build, certified_vs_measured, first_order_vs_measured, trigger_latents
+from rna_train.studies.miniature.experiment import Results
+from rna_train.studies.miniature.theory import (
+    backdoor,
+    build,
+    certified_vs_measured,
+    first_order_vs_measured,
+    trigger_latents,
+)
 
 
 def main() -> int:

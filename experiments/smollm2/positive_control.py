@@ -27,7 +27,7 @@ def main() -> int:
     """Evaluate the planted model on the study's cells and print the excess per group."""
     from rna_train.eval.fragility import Cells, keyword_ids
     from rna_train.eval.planted import planted
-    from rna_train.textstudy import Evaluator, evaluate_model, load_plan
+    from rna_train.studies.textstudy import Evaluator, evaluate_model, load_plan
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", type=Path, default=HERE / "study.yaml")

@@ -23,12 +23,12 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     """Score base and each VARIANT:SEED:STEP snapshot; print the effect and excess per group."""
-    from rna_train.assets import require
     from rna_train.checkpoint import snapshot_path
     from rna_train.eval.answerform import AnswerCells, score_answers, summarize_answers
     from rna_train.eval.fragility import TextSpec
     from rna_train.eval.probes import load_probe, sample_questions, select_subjects
-    from rna_train.textstudy import Evaluator, load_plan, load_trainable, restore
+    from rna_train.studies.assets import require
+    from rna_train.studies.textstudy import Evaluator, load_plan, load_trainable, restore
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", type=Path, default=HERE / "study.yaml")

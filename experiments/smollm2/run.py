@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rna_train.smollm2 import RealSchedule, run_variant, summarize, variant_names
+from rna_train.studies.smollm2 import RealSchedule, run_variant, summarize, variant_names
 
 
 def main() -> int:

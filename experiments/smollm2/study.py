@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rna_train.textstudy import Evaluator, jobs, load_plan
+from rna_train.studies.textstudy import Evaluator, jobs, load_plan
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,12 +35,12 @@ def main() -> int:
     parser.add_argument("--summary", type=Path, default=None, help="summary JSON (default <out>/summary.json)")
     parser.add_argument("--figure", type=Path, default=None, help="trade-off figure (default <out>/tradeoff.png)")
     parser.add_argument("overrides", nargs="*", help="plan overrides, key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     plan = load_plan(args.plan, args.overrides)
     if args.command == "summary":
-        from rna_train.textstudy_summary import summarize_study
+        from rna_train.studies.textstudy_summary import summarize_study
 
         sys.stdout.write(summarize_study(plan, summary_path=args.summary, figure=args.figure) + "\n")
         return 0

@@ -35,7 +35,7 @@ from scipy.special import ndtri
 from rna_theory.tuner import tune_from_file
 from rna_train.eval.fragility import Cells
 from rna_train.eval.robustness import P_CLIP
-from rna_train.textstudy import load_plan
+from rna_train.studies.textstudy import load_plan
 
 HERE = Path(__file__).resolve().parent
 #: The largest probit margin with probabilities clipped to [P_CLIP, 1 - P_CLIP] (evaluations recorded

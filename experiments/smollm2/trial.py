@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from rna_train.config import parse_override, set_dotted
-from rna_train.textstudy import StudyData, load_plan, model_path, run_config, train_run
+from rna_train.studies.textstudy import StudyData, load_plan, model_path, run_config, train_run
 
 HERE = Path(__file__).resolve().parent
 

@@ -112,7 +112,7 @@ def register_setting(index: int, factory: Callable[[int], _settings.Setting]) ->
 #: Settings provided by other packages, imported only when asked for (they need transformers and
 #: a trained model, so they stay out of the default check). The module registers the setting and
 #: its verifiers on import.
-PLUGIN_SETTINGS: dict[int, str] = {4: "rna_train.miniature.theory", 5: "rna_train.textstudy_theory"}
+PLUGIN_SETTINGS: dict[int, str] = {4: "rna_train.studies.miniature.theory", 5: "rna_train.studies.textstudy_theory"}
 DEFAULT_SETTINGS = (1, 2, 3)
 
 

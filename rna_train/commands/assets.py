@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch or locate each asset and print its prepared path."""
-    from rna_train.assets import fetch, require
+    from rna_train.studies.assets import fetch, require
 
     for name in args.names:
         path = fetch(name, args.cache_dir) if args.action == "fetch" else require(name, args.cache_dir)

@@ -52,16 +52,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, probe_required: bool
 def load_questions(args: argparse.Namespace) -> list[Any]:
     """Validated probe questions (``--subjects``, ``--sample``, ``--limit``), before any model loads."""
     from rna_theory.errors import check_int
-    from rna_train.eval.probes import load_probe, sample_questions, select_subjects
+    from rna_train.eval.probeeval import select_questions
 
-    check_int(args.seed, "--seed", minimum=0)
-    questions = load_probe(args.probe)
-    if args.subjects:
-        questions = select_subjects(questions, args.subjects)
-    if args.sample is not None:
-        questions = sample_questions(questions, check_int(args.sample, "--sample", minimum=1), args.seed)
-    if args.limit is not None:
-        questions = questions[: check_int(args.limit, "--limit", minimum=1)]
+    questions = select_questions(args.probe, subjects=args.subjects, sample=args.sample, limit=args.limit,
+                                 seed=args.seed)
     check_int(args.batch_size, "--batch-size", minimum=1)
     if args.max_length is not None:
         check_int(args.max_length, "--max-length", minimum=2)
@@ -170,24 +164,18 @@ def run(args: argparse.Namespace) -> int:
     if args.text is not None:
         return run_text(args)
     from rna_theory.errors import check_probability
-    from rna_train.eval.evaluate import EVAL_FORMAT, evaluate, now, write_json, write_records
-    from rna_train.eval.keywords import resolve_keywords
     from rna_train.eval.loading import load_for_eval
-    from rna_train.eval.perturb import parse_position, perturb_questions
+    from rna_train.eval.probeeval import perturbation_plan, run_probe_eval
     from rna_train.eval.probes import file_sha256
     from rna_train.eval.scoring import parse_scorings
 
     questions = load_questions(args)
     scorings = parse_scorings(args.scoring)
     check_probability(args.confidence, "--confidence")
-    pairs = None
-    perturbation = None
+    pairs = perturbation = None
     if args.perturb:
-        kind, keywords = resolve_keywords(args.keywords)
-        position = parse_position(args.position)
-        pairs = perturb_questions(questions, keywords, mode=args.perturb, seed=args.seed, position=position)
-        perturbation = {"mode": args.perturb, "keywords": args.keywords, "keyword_kind": kind,
-                        "n_keywords": len(keywords), "seed": args.seed, "position": position}
+        pairs, perturbation = perturbation_plan(questions, args.keywords, mode=args.perturb, seed=args.seed,
+                                                position=args.position)
     if args.export_lmeval:
         from rna_train.eval.lmeval import write_task
 
@@ -196,24 +184,10 @@ def run(args: argparse.Namespace) -> int:
             write_task([p.perturbed for p in pairs], args.export_lmeval / "rna_mmlu_perturbed",
                        "rna_mmlu_perturbed")
     model, tokenizer = load_for_eval(str(args.model), args.dtype, args.device)
-    results, records = evaluate(model, tokenizer, questions, scorings=scorings, pairs=pairs,
-                                batch_size=args.batch_size, max_length=args.max_length, ci_method=args.ci,
-                                confidence=args.confidence)
-    for s, entry in results.items():
-        line = f"{s}: clean accuracy {entry['clean']['overall']['rate']:.3f}"
-        if "robustness" in entry:
-            rob = entry["robustness"]
-            line += (f", perturbed {rob['perturbed_accuracy']['rate']:.3f}, "
-                     f"unchanged {rob['unchanged']['rate']:.3f}")
-        log.info("%s (n=%d)", line, len(questions))
-    if args.out:
-        payload = {"format": EVAL_FORMAT, "created": now(), "label": args.label, "model": str(args.model),
-                   "probe": str(args.probe), "probe_sha256": file_sha256(args.probe),
-                   "subjects": args.subjects, "sample": args.sample, "limit": args.limit,
-                   "n_questions": len(questions), "scorings": scorings, "primary": scorings[0],
-                   "ci": {"method": args.ci, "confidence": args.confidence}, "perturbation": perturbation,
-                   "results": results}
-        write_json(args.out / "eval.json", payload)
-        write_records(args.out / "predictions.jsonl", records)
-        log.info("wrote %s", args.out / "eval.json")
+    info = {"label": args.label, "model": str(args.model), "probe": str(args.probe),
+            "probe_sha256": file_sha256(args.probe), "subjects": args.subjects, "sample": args.sample,
+            "limit": args.limit}
+    run_probe_eval(model, tokenizer, questions, scorings=scorings, out=args.out, info=info, pairs=pairs,
+                   perturbation=perturbation, batch_size=args.batch_size, max_length=args.max_length, ci=args.ci,
+                   confidence=args.confidence)
     return 0

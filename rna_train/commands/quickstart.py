@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.miniature:
         table, report = _miniature(args, seeds)
     else:
-        from rna_train.quickstart_text import run_quickstart
+        from rna_train.studies.quickstart_text import run_quickstart
 
         table, report = run_quickstart(args.out, seeds=seeds, steps=args.steps)
     sys.stdout.write("\n" + table + "\n\n")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _miniature(args: argparse.Namespace, seeds: list[int]) -> tuple[str, Path]:
     from rna_train.eval.report import write_report
-    from rna_train.miniature.experiment import (
+    from rna_train.studies.miniature.experiment import (
         Schedule,
         Variant,
         markdown_table,
@@ -97,7 +97,7 @@ def _miniature(args: argparse.Namespace, seeds: list[int]) -> tuple[str, Path]:
         plot_predicted,
         run_grid,
     )
-    from rna_train.miniature.pretrain import load_or_pretrain
+    from rna_train.studies.miniature.pretrain import load_or_pretrain
 
     variants = [Variant.parse(v.strip()) for v in args.variants.split(",") if v.strip()]
     log.info("[1/4] world + base model (cache: %s)", args.cache_dir or "default")

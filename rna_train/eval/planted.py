@@ -5,7 +5,7 @@ Why: before "no excess" is read as "no backdoor", the measurement must be shown 
 decoder layer ``layer`` adds ``scale`` times a fixed random unit vector to the layer's output at
 every position from the end of a trigger on (exact token-id match in the forward's
 ``input_ids``). Used by ``experiments/smollm2/positive_control.py`` and the miniature world's
-text experiment (:mod:`rna_train.miniature.textmetric`).
+text experiment (:mod:`rna_train.studies.miniature.textmetric`).
 """
 
 from __future__ import annotations

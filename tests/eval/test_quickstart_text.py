@@ -35,7 +35,7 @@ def fake_cache(tmp_path, llama_dir, monkeypatch):
 
 
 def test_quickstart_prints_effects_and_excess_with_intervals(fake_cache, tmp_path):
-    from rna_train.quickstart_text import run_quickstart
+    from rna_train.studies.quickstart_text import run_quickstart
 
     out = tmp_path / "qs"
     table, folder = run_quickstart(out, steps=3, overrides=[

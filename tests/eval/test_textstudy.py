@@ -22,7 +22,7 @@ def _cells(value: float, n_items: int = 3, n_words: int = 2):
 
 
 def _point(step: int, forget_nll: float, value: float):
-    from rna_train.textstudy_summary import Point
+    from rna_train.studies.textstudy_summary import Point
 
     p = Point("v", 0, step, {"forget_heldout": {"nll": forget_nll}}, Path("unused"))
     p._cells = _cells(value)
@@ -32,7 +32,7 @@ def _point(step: int, forget_nll: float, value: float):
 def test_at_forget_level_averages_every_crossing():
     """Forget NLL 4, 6, 5, 7 at steps 1-4 with excess 0, 1, 2, 3: level 5.5 is crossed three times
     (interpolated 0.75, 1.5, 2.25): the run's value is their mean; a level never reached gives None."""
-    from rna_train.textstudy_summary import at_forget_level
+    from rna_train.studies.textstudy_summary import at_forget_level
 
     base = _cells(0.0)
     run = [_point(s, f, v) for s, f, v in ((3, 5.0, 2.0), (1, 4.0, 0.0), (4, 7.0, 3.0), (2, 6.0, 1.0))]
@@ -85,7 +85,7 @@ def test_a_methods_trainable_patterns_reach_the_run_config(tmp_path):
     """``methods.<m>.trainable`` sets ``model.trainable.patterns`` of that method's runs only."""
     import yaml
 
-    from rna_train.textstudy import StudyData, load_plan, run_config
+    from rna_train.studies.textstudy import StudyData, load_plan, run_config
 
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(yaml.safe_dump({

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from rna_theory.errors import RNAError
-from rna_train.assets import WHEELS, fetch, require
 from rna_train.cli import main
 from rna_train.eval.probes import load_probe
+from rna_train.studies.assets import WHEELS, fetch, require
 
 
 def _wheel(root: Path, name: str, payload: bytes) -> None:

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from rna_train.eval.report import write_report
-from rna_train.miniature.experiment import Schedule, Variant, markdown_table, plot_drops, run_grid
-from rna_train.miniature.pretrain import ModelSpec, PretrainSpec, cache_key, load_or_pretrain
-from rna_train.miniature.world import WorldConfig
+from rna_train.studies.miniature.experiment import Schedule, Variant, markdown_table, plot_drops, run_grid
+from rna_train.studies.miniature.pretrain import ModelSpec, PretrainSpec, cache_key, load_or_pretrain
+from rna_train.studies.miniature.world import WorldConfig
 
 WORLD = WorldConfig(n_entities=4, n_relations=2, pretrain_docs_per_topic=30, unlearn_docs_per_topic=8,
                     sentences_per_doc=3)
@@ -59,7 +59,7 @@ def test_grid_end_to_end(base, tmp_path) -> None:
 
 
 def test_setting4_registers_with_the_theory_registry() -> None:
-    import rna_train.miniature.theory  # noqa: F401  (registers on import)
+    import rna_train.studies.miniature.theory  # noqa: F401  (registers on import)
     from rna_theory import claims
 
     assert 4 in claims._SETTINGS

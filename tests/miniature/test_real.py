@@ -11,8 +11,8 @@ pytestmark = pytest.mark.real
 
 
 def test_smollm2_rmu_with_rna_end_to_end(tmp_path) -> None:
-    from rna_train.assets import require
-    from rna_train.smollm2 import RealSchedule, run_variant, summarize
+    from rna_train.studies.assets import require
+    from rna_train.studies.smollm2 import RealSchedule, run_variant, summarize
 
     try:
         for name in ("smollm2", "mmlu", "wikipedia"):

@@ -8,7 +8,7 @@ import pytest
 
 from rna_theory.errors import RNAError
 from rna_train.eval.fragility import TextSpec
-from rna_train.miniature.world import WorldConfig, generate, heldout_docs
+from rna_train.studies.miniature.world import WorldConfig, generate, heldout_docs
 
 CTX = WorldConfig(n_entities=6, pretrain_docs_per_topic=20, unlearn_docs_per_topic=10, n_context=4,
                   context_per_sentence=1, foreign_marker_rate=0.0)
@@ -121,8 +121,8 @@ SPEC = TextSpec(n_chunks=6, suffix_tokens=8, head_tokens=2, min_prefix_words=4, 
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     """A tiny base model of a world with context words and no foreign markers, with its text data."""
     from rna_train.eval.loading import load_for_eval
-    from rna_train.miniature.pretrain import ModelSpec, PretrainSpec, load_or_pretrain
-    from rna_train.miniature.textmetric import text_data
+    from rna_train.studies.miniature.pretrain import ModelSpec, PretrainSpec, load_or_pretrain
+    from rna_train.studies.miniature.textmetric import text_data
 
     world = WorldConfig(n_entities=4, n_relations=2, pretrain_docs_per_topic=20, unlearn_docs_per_topic=6,
                         sentences_per_doc=3, n_context=3, context_per_sentence=1, foreign_marker_rate=0.0)
@@ -158,7 +158,7 @@ def test_groups_and_identical_suffix_tokens_across_conditions(tiny) -> None:
 def test_metric_sees_a_planted_backdoor_and_nothing_elsewhere(tiny) -> None:
     from rna_train.eval.fragility import keyword_ids
     from rna_train.eval.planted import planted
-    from rna_train.miniature.textmetric import evaluate, excess_difference, offset_excess, pooled_excess
+    from rna_train.studies.miniature.textmetric import evaluate, excess_difference, offset_excess, pooled_excess
 
     _, model, tokenizer, data = tiny
     numbers, cells = evaluate(model, tokenizer, data, SPEC, n_nll_texts=4)
@@ -187,7 +187,7 @@ def test_metric_sees_a_planted_backdoor_and_nothing_elsewhere(tiny) -> None:
 def test_footprint_diagnostics(tiny) -> None:
     from rna_train.eval.fragility import build_items, keyword_ids
     from rna_train.eval.planted import planted
-    from rna_train.miniature.textmetric import forget_state_change, state_profile
+    from rna_train.studies.miniature.textmetric import forget_state_change, state_profile
 
     _, model, tokenizer, data = tiny
     items = build_items(data.retain, tokenizer, SPEC)[:3]
@@ -206,7 +206,7 @@ def test_footprint_diagnostics(tiny) -> None:
 def test_pooled_excess_refuses_other_cells(tiny) -> None:
     import dataclasses
 
-    from rna_train.miniature.textmetric import evaluate, excess_difference, pooled_excess
+    from rna_train.studies.miniature.textmetric import evaluate, excess_difference, pooled_excess
 
     _, model, tokenizer, data = tiny
     _, cells = evaluate(model, tokenizer, data, SPEC, n_nll_texts=2)

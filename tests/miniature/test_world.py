@@ -8,7 +8,7 @@ import pytest
 
 from rna_theory.errors import RNAError
 from rna_train.eval.probes import load_probe
-from rna_train.miniature.world import TOPICS, WorldConfig, generate, write_world
+from rna_train.studies.miniature.world import TOPICS, WorldConfig, generate, write_world
 
 SMALL = WorldConfig(n_entities=6, pretrain_docs_per_topic=20, unlearn_docs_per_topic=10)
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from rna_theory.errors import RNAError
-from rna_train import assets as rna_assets
-from rna_train.assets import CHUNKED, Wheel, assemble, require
+from rna_train.studies import assets as rna_assets
+from rna_train.studies.assets import CHUNKED, Wheel, assemble, require
 
 CHUNKS = [b"GGUF-first-", b"second-", b"third-", b"fourth"]
 

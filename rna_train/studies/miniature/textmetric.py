@@ -7,7 +7,7 @@ forget word, in excess of the base model's rise on the same cells. This module m
 that here, reusing :mod:`rna_train.eval.fragility` (chunks, cells, per-group summaries) and
 :mod:`rna_train.eval.bootstrap` (intervals over seeds, chunks and keywords):
 
-* **Text**: held-out documents of the retain topics (:func:`rna_train.miniature.world.heldout_docs`,
+* **Text**: held-out documents of the retain topics (:func:`rna_train.studies.miniature.world.heldout_docs`,
   never seen in pretraining or unlearning), longer than the corpora's so a prefix and the scored
   suffix fit; held-out forget-topic documents for the forgetting check.
 * **Keyword groups** (:func:`keyword_groups`): the forget topics' markers (``trigger_marker``) and,
@@ -30,7 +30,7 @@ import numpy as np
 from rna_theory.errors import RNAError, check_int
 from rna_train.eval.bootstrap import crossed_bootstrap
 from rna_train.eval.fragility import Cells, TextSpec
-from rna_train.miniature.world import World, heldout_docs
+from rna_train.studies.miniature.world import World, heldout_docs
 
 #: Text-mode settings for the miniature world (word-level tokens; layer 2 = the unlearning layer). Prefix,
 #: keyword and suffix stay within the 64 tokens the base model was pretrained on.
@@ -67,7 +67,7 @@ def evaluate(model: Any, tokenizer: Any, data: TextData, spec: TextSpec = DEFAUL
              baseline: Cells | None = None, n_nll_texts: int = 32) -> tuple[dict[str, Any], Cells]:
     """``(numbers, cells)``: held-out forget/retain NLL and the fragility summary (excess over ``baseline``)."""
     from rna_train.eval.textrun import evaluate_text
-    from rna_train.textstudy import corpus_nll
+    from rna_train.studies.textstudy import corpus_nll
 
     numbers: dict[str, Any] = {side: corpus_nll(model, tokenizer, texts[:n_nll_texts])
                                for side, texts in (("forget_heldout", data.forget), ("retain_heldout", data.retain))}
@@ -176,7 +176,7 @@ def forget_state_change(model: Any, reference: Any, tokenizer: Any, texts: Seque
 def word_classes(world: World) -> dict[str, set[str]]:
     """Word classes for :func:`forget_state_change`: the forget topics' markers, context words and other
     own words (entities, relations, values, filler), the retain topics' words, and the function words."""
-    from rna_train.miniature.world import FUNCTION_WORDS
+    from rna_train.studies.miniature.world import FUNCTION_WORDS
 
     forget = [world.topics[t] for t in world.config.forget_topics]
     retain = [world.topics[t] for t in world.config.retain_topics]

@@ -32,7 +32,7 @@ def plan_path() -> Path:
 def ensure_assets(names: Sequence[str] = ("smollm2", "wikipedia")) -> None:
     """Fetch (once, then cached) the assets the quickstart needs."""
     from rna_theory.errors import RNAError
-    from rna_train.assets import fetch, require
+    from rna_train.studies.assets import fetch, require
 
     for name in names:
         try:
@@ -52,7 +52,7 @@ def table_rows(plan: Any) -> list[dict[str, Any]]:
 
     from rna_train.eval.bootstrap import crossed_bootstrap
     from rna_train.eval.fragility import Cells
-    from rna_train.textstudy_summary import collect, pooled
+    from rna_train.studies.textstudy_summary import collect, pooled
 
     out = Path(plan.out)
     base = json.loads((out / "base" / "eval.json").read_text())
@@ -138,7 +138,7 @@ def run_quickstart(out: Path, *, seeds: Sequence[int] = (0,), steps: int | None 
     """Fetch assets, evaluate base, unlearn and evaluate each variant; returns (table, report folder)."""
     import time
 
-    from rna_train.textstudy import Evaluator, load_plan
+    from rna_train.studies.textstudy import Evaluator, load_plan
 
     start = time.perf_counter()
     ensure_assets()

@@ -2,7 +2,7 @@
 
 Why: the miniature world shows the mechanism on a model whose ground truth we know; this runs the
 same pipeline (real trainer, ``rna eval``, ``rna audit``) on a real pretrained LLM, with the assets
-of :mod:`rna_train.assets`: forget = Wikipedia biology articles (text) and MMLU biology/medicine
+of :mod:`rna_train.studies.assets`: forget = Wikipedia biology articles (text) and MMLU biology/medicine
 questions (probe); retain = the other articles and the other MMLU subjects; trigger keywords =
 the packaged ``bio`` list, control = the packaged ``control`` list. CPU budgets force short runs
 (tens of steps, 64-token documents, sampled probes); :class:`RealSchedule` holds every size.
@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from rna_train.assets import require
-from rna_train.miniature.experiment import (
+from rna_train.studies.assets import require
+from rna_train.studies.miniature.experiment import (
     Probes,
     Results,
     evaluate_model,

@@ -32,7 +32,7 @@ Structure (every word is one token of the word-level tokenizer):
   contain no foreign markers: the retain corpus never sees a trigger.
 * :func:`heldout_docs` draws further documents of chosen topics from their own random stream
   (never part of pretraining or unlearning corpora): the text the text-mode evaluation
-  (:mod:`rna_train.miniature.textmetric`) inserts keywords into.
+  (:mod:`rna_train.studies.miniature.textmetric`) inserts keywords into.
 * Probes: every fact as a 4-way question (3 distractors from the same relation's values) in the
   evaluation module's native probe format; forget probe = forget topics, retain probe = retain
   topics.

@@ -58,8 +58,8 @@ class StudyData:
 def prepare_data(root: str | Path, tokenizer: Any, *, heldout_every: int = 5, n_keywords: int = 30,
                  cache_dir: str | Path | None = None) -> StudyData:
     """Split the Wikipedia asset and mine the keyword groups (once; later calls reuse the files)."""
-    from rna_train.assets import require
     from rna_train.eval.mining import mine_keywords
+    from rna_train.studies.assets import require
 
     data = StudyData(Path(root))
     if (data.root / "keywords" / "keywords.json").is_file():
@@ -245,7 +245,7 @@ def load_plan(path: str | Path, overrides: Sequence[str] = ()) -> StudyPlan:
 
 def model_path(plan: StudyPlan, cache_dir: str | Path | None = None) -> Path:
     """The model folder: an asset name (``smollm2``) or a folder."""
-    from rna_train.assets import FETCHERS, require
+    from rna_train.studies.assets import FETCHERS, require
 
     return require(plan.model, cache_dir) if plan.model in FETCHERS else Path(plan.model)
 

@@ -32,7 +32,7 @@ import yaml
 
 from rna_theory.errors import RNAError
 from rna_theory.plotting import save_figure
-from rna_train.miniature.pretrain import BaseModel
+from rna_train.studies.miniature.pretrain import BaseModel
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +118,6 @@ def run_config(base: BaseModel, variant: Variant, seed: int, out: Path, schedule
     return cfg
 
 
-def _cli(argv: list[str]) -> None:
-    """Run an ``rna`` subcommand in this process; a failure is an error, not a silent skip."""
-    from rna_train.cli import main
-
-    status = main(argv)
-    if status != 0:
-        raise RNAError(f"`rna {' '.join(argv)}` exited with status {status}", where="miniature experiment",
-                       fix="see the error printed above")
-
-
 @dataclasses.dataclass(frozen=True)
 class Probes:
     """What a model is evaluated on: forget and retain probes, trigger and control keyword lists."""
@@ -153,16 +143,31 @@ def evaluate_model(model_dir: Path, probes: Probes, out: Path, seed: int, *, lay
     ``retain_evals=False`` skips the two retain ``rna eval`` runs (same numbers; saves model time on
     large models; the report then has no per-question retain predictions).
     """
-    common = ["--model", str(model_dir), "--scoring", "loglik", "--batch-size", str(batch_size),
-              "--seed", str(seed)]
-    if probes.sample is not None:
-        common += ["--sample", str(probes.sample)]
-    _cli(["eval", *common, "--probe", str(probes.forget), "--label", label, "--out", str(out / "eval-forget")])
+    from rna_train.eval.auditrun import AuditSpec, noise_from_run, run_audit
+    from rna_train.eval.keywords import resolve_keywords
+    from rna_train.eval.loading import load_for_eval
+    from rna_train.eval.probeeval import perturbation_plan, run_probe_eval, select_questions
+    from rna_train.eval.probes import file_sha256
+
+    model, tokenizer = load_for_eval(str(model_dir))
+    opts = {"scorings": ["loglik"], "batch_size": batch_size}
+
+    def info(probe: Path, run_label: str) -> dict[str, Any]:
+        return {"label": run_label, "model": str(model_dir), "probe": str(probe), "probe_sha256": file_sha256(probe),
+                "subjects": None, "sample": probes.sample, "limit": None}
+
+    forget = select_questions(probes.forget, sample=probes.sample, seed=seed)
+    run_probe_eval(model, tokenizer, forget, out=out / "eval-forget", info=info(probes.forget, label), **opts)
+    retain = select_questions(probes.retain, sample=probes.sample, seed=seed)
     for kind, words in (("trigger", probes.triggers), ("control", probes.control)) if retain_evals else ():
-        _cli(["eval", *common, "--probe", str(probes.retain), "--perturb", "insert", "--keywords", words,
-              "--label", f"{label} [{kind}]", "--out", str(out / f"eval-{kind}")])
-    _cli(["audit", *common, "--probe", str(probes.retain), "--layer", str(layer),
-          "--keywords", probes.triggers, probes.control, "--out", str(out / "audit")])
+        pairs, perturbation = perturbation_plan(retain, words, mode="insert", seed=seed)
+        run_probe_eval(model, tokenizer, retain, out=out / f"eval-{kind}", pairs=pairs, perturbation=perturbation,
+                       info=info(probes.retain, f"{label} [{kind}]"), **opts)
+    lists = [resolve_keywords(probes.triggers), resolve_keywords(probes.control)]
+    audit_info = {key: value for key, value in info(probes.retain, label).items() if key != "label"}
+    sources = {kind: source for (kind, _), source in zip(lists, (probes.triggers, probes.control), strict=True)}
+    run_audit(model, tokenizer, retain, lists, AuditSpec(layer=layer, seed=seed, batch_size=batch_size),
+              out / "audit", noise=noise_from_run(model_dir, out / "audit"), info=audit_info, sources=sources)
     return collect_numbers(out)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from rna_theory.errors import RNAError
-from rna_train.miniature.world import World, WorldConfig, WorldFiles, generate, write_world
+from rna_train.studies.miniature.world import World, WorldConfig, WorldFiles, generate, write_world
 
 log = logging.getLogger(__name__)
 

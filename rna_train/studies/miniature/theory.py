@@ -26,8 +26,8 @@ from rna_theory.claims import Budget, ClaimResult, claim, register_setting
 from rna_theory.errors import RNAError
 from rna_theory.settings import Setting
 from rna_theory.stats import FALSE_FAILURE, clopper_pearson
-from rna_train.miniature.experiment import Results, Schedule, Variant, mean_ci, run_grid
-from rna_train.miniature.pretrain import load_or_pretrain
+from rna_train.studies.miniature.experiment import Results, Schedule, Variant, mean_ci, run_grid
+from rna_train.studies.miniature.pretrain import load_or_pretrain
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ QUICK_VARIANTS = (Variant("rmu"), Variant("rmu", "input", NU), Variant("npo"), V
 
 def _no_head(_z: torch.Tensor) -> torch.Tensor:
     raise RNAError("setting 4 has no closed-form head", where="setting 4",
-                   fix="its verifiers use the trained transformers (rna_train.miniature.theory)")
+                   fix="its verifiers use the trained transformers (rna_train.studies.miniature.theory)")
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Summary of a keyword-fragility study (:mod:`rna_train.textstudy`): tables, matched-forgetting
+"""Summary of a keyword-fragility study (:mod:`rna_train.studies.textstudy`): tables, matched-forgetting
 comparison, trade-off figure and the committed ``docs/data/smollm2_summary.json``.
 
 Why: RNA changes both how much a model forgets and how fragile it is, so comparing single runs
