@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from rna_theory.estimators import assumption1
 from rna_theory.noise import NoiseSchedule
 from rna_theory.plotting import save_figure
 from rna_theory.predictions import retain_cost
+
+log = logging.getLogger(__name__)
 
 CRITERIA = ("certified", "first-order")
 
@@ -124,22 +127,29 @@ class _Predictor:
     def __init__(self, margins: np.ndarray, eta: float, dim: int, mean: np.ndarray | None,
                  cov: np.ndarray | None) -> None:
         self.margins, self.eta, self.dim = margins, eta, dim
+        #: Queries with margin <= 0 have no certificate and count as failures under both criteria.
+        self.certifiable = margins > 0
         self.sq_norms: np.ndarray | None = None
         if mean is not None and cov is not None:
             evals, evecs = np.linalg.eigh(cov)
-            evals = np.clip(evals, 0.0, None)
+            scale, shift = np.sqrt(np.clip(evals, 0.0, None)), evecs.T @ mean
             rng = np.random.default_rng(0)
-            draws = rng.standard_normal((ANISOTROPIC_SAMPLES, evals.size)) * np.sqrt(evals) + evecs.T @ mean
-            self.sq_norms = np.sort(np.sum(draws**2, axis=1))
+            rows = max(1, 2**22 // max(evals.size, 1))  # draws in blocks: memory O(d * rows), not O(d * samples)
+            blocks = [np.sum((rng.standard_normal((min(rows, ANISOTROPIC_SAMPLES - start), evals.size)) * scale
+                              + shift) ** 2, axis=1) for start in range(0, ANISOTROPIC_SAMPLES, rows)]
+            self.sq_norms = np.sort(np.concatenate(blocks))
+
+    def _mean(self, probabilities: np.ndarray) -> float:
+        return float(np.mean(np.where(self.certifiable, probabilities, 0.0)))
 
     def certified(self, nu: float) -> float:
         radii = nu * np.clip(self.margins, 0, None)
         if self.sq_norms is not None:
-            return float(np.mean(np.searchsorted(self.sq_norms, radii**2, side="left") / self.sq_norms.size))
-        return float(np.mean(certified_probability(radii, self.eta, self.dim)))
+            return self._mean(np.searchsorted(self.sq_norms, radii**2, side="left") / self.sq_norms.size)
+        return self._mean(certified_probability(radii, self.eta, self.dim))
 
     def first_order(self, nu: float) -> float:
-        return float(np.mean(first_order_probability(nu * np.clip(self.margins, 0, None), self.eta)))
+        return self._mean(first_order_probability(nu * np.clip(self.margins, 0, None), self.eta))
 
     def value(self, nu: float, criterion: str) -> float:
         return self.certified(nu) if criterion == "certified" else self.first_order(nu)
@@ -168,12 +178,19 @@ def tune(*, margins: Any, eta: float | None = None, dim: int | None = None,
     _check_criterion(criterion)
     g = check_array(margins, "margins", ndim=1)
     mean = cov = None
+    switched = ""
     if latents is not None:
         if eta is not None or dim is not None:
             raise RNAError("give either latents or eta and dim, not both", where="tune",
                            fix="drop --eta/--dim when --latents is given")
         est = assumption1(*latents)
         eta, dim = est.eta, est.dim
+        if not anisotropic and _shift_matters(est.mean_norm, eta, dim, est.n):
+            anisotropic = True
+            switched = (f"the latents' mean shift ||mu|| = {est.mean_norm:.3g} is significant against "
+                        f"eta sqrt(d) = {eta * math.sqrt(dim):.3g}, which the isotropic model N(0, eta^2 I) "
+                        "ignores: predictions use the measured N(mu, Sigma) (anisotropic). ")
+            log.warning("tune: %s", switched.strip())
         if anisotropic:
             diffs = np.asarray(latents[1], dtype=np.float64) - np.asarray(latents[0], dtype=np.float64)
             mean, cov = est.mean, np.cov(diffs, rowvar=False).reshape(dim, dim)
@@ -216,27 +233,44 @@ def tune(*, margins: Any, eta: float | None = None, dim: int | None = None,
                             meets_target=value >= target))
     grid_choice = next((r.nu for r in rows if r.meets_target), None)
     recommended, note = _solve(pred, target, criterion, g, eta)
+    note = switched + note
     return TuneResult(rows=rows, recommended_nu=recommended,
                       recommended_nu_relative=(recommended / rms) if (recommended is not None and rms) else None,
                       grid_choice=grid_choice, target=target, criterion=criterion, eta=eta, dim=dim, rms=rms,
                       anisotropic=mean is not None, n_margins=int(g.size), note=note)
 
 
+def _shift_matters(mean_norm: float, eta: float, dim: int, n: int) -> bool:
+    """Whether a measured mean shift changes ||eps||^2 beyond the isotropic model: its noncentrality
+    ||mu||^2 / eta^2 exceeds one standard deviation sqrt(2 d) of the central chi-square, and the shift
+    is real (over 5 standard errors eta sqrt(d / n) of the mean), or the perturbation is a pure shift."""
+    if eta <= 1e-9 * mean_norm:
+        return mean_norm > 0.0
+    return mean_norm**2 > eta**2 * math.sqrt(2.0 * dim) and mean_norm > 5.0 * eta * math.sqrt(dim / max(n, 1))
+
+
 def _solve(pred: _Predictor, target: float, criterion: str, g: np.ndarray, eta: float) -> tuple[float | None, str]:
     """Smallest nu with mean predicted robustness >= target (robustness is non-decreasing in nu)."""
-    ceiling = float(np.mean(g > 0)) + (0.5 * float(np.mean(g <= 0)) if criterion == "first-order" else 0.0)
-    if ceiling < target:
+    ceiling = float(np.mean(g > 0))
+    if ceiling < target or (ceiling == target and eta > 0.0):
         return None, (f"predicted robustness saturates at {ceiling:.3f} (queries with margin <= 0 are not "
-                      f"certifiable), so no noise scale reaches {target}; improve the retain fit or lower the target")
-    if eta == 0.0:
-        return 0.0, "eta = 0: the perturbation is absent, any nu > 0 certifies"
+                      f"certifiable and count as failures), so no noise scale reaches {target}; improve the retain "
+                      "fit or lower the target")
+    if eta == 0.0 and pred.sq_norms is None:
+        return 0.0, "eta = 0: the perturbation is absent; no noise is needed"
     if pred.value(0.0, criterion) >= target:
         return 0.0, "the target is met without noise"
-    hi = eta
-    while pred.value(hi, criterion) < target:
+    # Every certifiable query's probability tends to 1 as nu grows, so a target below the ceiling is
+    # met at a finite nu; start where the smallest margin's radius equals the perturbation's norm.
+    shift = math.sqrt(float(np.median(pred.sq_norms))) if pred.sq_norms is not None else 0.0
+    spread = eta * math.sqrt(pred.dim) + shift
+    hi = max(spread, 1e-300) / float(g[g > 0].min())
+    for _ in range(2000):
+        if pred.value(hi, criterion) >= target:
+            break
         hi *= 2
-        if hi > 1e8 * eta:
-            return None, "the predicted robustness does not reach the target at any finite nu"
+    else:
+        return None, "the predicted robustness does not reach the target at any representable nu"
     lo = 0.0
     nu = optimize.brentq(lambda v: pred.value(v, criterion) - target, lo, hi, xtol=1e-12 * hi, rtol=1e-10)
     while pred.value(nu, criterion) < target:  # brentq may land just below the root
@@ -287,7 +321,11 @@ def load_latents(path: str | Path) -> dict[str, Any]:
             out[key] = np.asarray(content[key], dtype=np.float64).ravel()
     for key in ("rms", "trace_hessian"):
         if key in content:
-            out[key] = float(np.asarray(content[key]).reshape(()))
+            value = np.asarray(content[key])
+            if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+                raise RNAError(f"{key!r} must be one number, got an array of shape {value.shape} ({value.dtype})",
+                               where=str(path), fix=f"save {key} as a scalar (np.savez(..., {key}=1.0))")
+            out[key] = float(value.reshape(()))
     if "meta" in content:
         try:
             out["meta"] = json.loads(str(content["meta"]))

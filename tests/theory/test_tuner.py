@@ -111,3 +111,49 @@ def test_schedule_robustness_uses_the_trainer_schedule():
     out = schedule_robustness(sched, 100, margins=[1.0, 2.0], eta=0.1, dim=4)
     assert out["nu"][0] == pytest.approx(0.5) and out["final_nu"] == pytest.approx(0.1)
     assert out["robustness"][0] >= out["robustness"][-1]
+
+
+@pytest.mark.parametrize("criterion", ["certified", "first-order"])
+def test_nonpositive_margins_count_as_failures_under_both_criteria(criterion):
+    """60 certifiable and 4 uncertifiable queries: the ceiling is 60/64 = 0.9375 for either criterion."""
+    margins = np.r_[np.full(60, 1.0), np.full(4, -0.5)]
+    res = tune(margins=margins, eta=0.2, dim=576, target=0.95, criterion=criterion)
+    assert res.recommended_nu is None and "0.938" in res.note
+    assert max(max(r.certified, r.first_order) for r in res.rows) <= 60 / 64 + 1e-12
+    res = tune(margins=np.array([-0.5, -1.0]), eta=0.2, dim=8, target=0.4, criterion=criterion)
+    assert res.recommended_nu is None and "without noise" not in res.note
+    reachable = tune(margins=margins, eta=0.2, dim=576, target=0.9, criterion=criterion)
+    assert reachable.recommended_nu is not None
+
+
+def test_tiny_margins_and_absent_perturbations_get_consistent_answers():
+    tiny = tune(margins=np.array([1e-9]), eta=0.1, dim=16, target=0.9)
+    assert tiny.recommended_nu == pytest.approx(closed_form_nu(0.1, 16, 1e-9, 0.9, "certified"), rel=1e-6)
+    absent = tune(margins=np.array([1.0, 2.0]), eta=0.0, dim=16, target=0.9, nus=[0.0, 0.1])
+    assert absent.recommended_nu == 0.0 and all(r.meets_target for r in absent.rows)
+
+
+def test_a_significant_mean_shift_is_not_ignored(tmp_path):
+    """||mu|| = 1.1 eta sqrt(d): the isotropic model is far off, so the tuner uses N(mu, Sigma) and its
+    recommendation meets the target under the true distribution of ||eps||."""
+    rng = np.random.default_rng(0)
+    n, d, eta = 4000, 64, 0.05
+    mu = np.zeros(d)
+    mu[0] = 1.1 * eta * np.sqrt(d)
+    clean = rng.standard_normal((n, d))
+    perturbed = clean + mu + eta * rng.standard_normal((n, d))
+    margins = np.full(200, 1.0)
+    res = tune(margins=margins, latents=(clean, perturbed), target=0.9)
+    assert res.anisotropic and "mean shift" in res.note
+    norms = np.linalg.norm(mu + eta * rng.standard_normal((200_000, d)), axis=1)
+    true_probability = np.mean(norms < res.recommended_nu * 1.0)
+    assert true_probability >= 0.9 - 0.01
+    pure = tune(margins=margins, latents=(clean, clean + mu), target=0.9)  # eta = 0 up to rounding
+    assert pure.anisotropic and pure.recommended_nu == pytest.approx(np.linalg.norm(mu), rel=1e-3)
+
+
+def test_non_scalar_rms_in_a_latents_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, clean=np.zeros((4, 3)), perturbed=np.ones((4, 3)), margins=np.ones(4), rms=np.ones(3))
+    with pytest.raises(RNAError, match="'rms' must be one number"):
+        tune_from_file(path)
