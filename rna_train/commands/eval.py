@@ -70,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, probe_required=False)
     parser.add_argument("--perturb", choices=("insert", "substitute"), default=None,
                         help="also evaluate keyword-perturbed twins of the questions")
-    parser.add_argument("--keywords", default="forget",
-                        help="bio, cyber, forget (bio+cyber), control, or a keyword file (default forget)")
+    parser.add_argument("--keywords", default=None,
+                        help="with --perturb: bio, cyber, forget (bio+cyber), control, or a keyword file "
+                             "(default forget)")
     parser.add_argument("--scoring", default="loglik,loglik_norm",
                         help="comma-separated: loglik, loglik_norm, letter; the first is primary "
                              "(default loglik,loglik_norm)")
@@ -125,9 +126,9 @@ def run_text(args: argparse.Namespace) -> int:
     from rna_train.eval.probes import file_sha256
     from rna_train.eval.textrun import evaluate_text, load_baseline, log_summary, payload, resolve_groups, write_run
 
-    if args.perturb or args.export_lmeval:
-        raise RNAError("--perturb and --export-lmeval belong to the probe mode", where="--text",
-                       fix="drop them (the text mode always inserts one keyword per chunk)")
+    if args.perturb or args.export_lmeval or args.keywords is not None:
+        raise RNAError("--perturb, --keywords and --export-lmeval belong to the probe mode", where="--text",
+                       fix="drop them (the text mode inserts one word of each --group per chunk)")
     check_int(args.n_keywords, "--n-keywords", minimum=1)
     spec = TextSpec(n_chunks=args.chunks, suffix_tokens=args.suffix_tokens, head_tokens=args.head_tokens,
                     keywords_per_chunk=args.keywords_per_chunk, seed=args.seed, layer=args.layer,
@@ -173,9 +174,12 @@ def run(args: argparse.Namespace) -> int:
     scorings = parse_scorings(args.scoring)
     check_probability(args.confidence, "--confidence")
     pairs = perturbation = None
+    if args.keywords is not None and not args.perturb:
+        raise RNAError("--keywords has no effect without --perturb", where="--keywords",
+                       fix="add --perturb insert (or substitute), or drop --keywords")
     if args.perturb:
-        pairs, perturbation = perturbation_plan(questions, args.keywords, mode=args.perturb, seed=args.seed,
-                                                position=args.position)
+        pairs, perturbation = perturbation_plan(questions, args.keywords or "forget", mode=args.perturb,
+                                                seed=args.seed, position=args.position)
     if args.export_lmeval:
         from rna_train.eval.lmeval import write_task
 

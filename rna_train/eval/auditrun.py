@@ -101,6 +101,7 @@ def run_audit(model: Any, tokenizer: Any, questions: Sequence[Any], keyword_list
     """
     from rna_train.eval.audit import AUDIT_FORMAT
     from rna_train.eval.evaluate import now, write_json
+    from rna_train.eval.keywords import check_known_keywords
     from rna_train.eval.metrics import summarize
     from rna_train.eval.perturb import parse_position, perturb_questions
     from rna_train.eval.robustness import probit_margins
@@ -110,6 +111,8 @@ def run_audit(model: Any, tokenizer: Any, questions: Sequence[Any], keyword_list
     position = parse_position(spec.position)
     plans = {kind: perturb_questions(questions, words, mode=spec.perturb, seed=spec.seed, position=position)
              for kind, words in keyword_lists}
+    for kind, pairs in plans.items():
+        check_known_keywords(tokenizer, [p.perturbation.keyword for p in pairs], f"--keywords {kind}")
     opts = {"batch_size": spec.batch_size, "max_length": spec.max_length}
     clean = score_questions(model, tokenizer, questions, [spec.scoring], **opts)
     clean_pred = [c.prediction(spec.scoring) for c in clean]

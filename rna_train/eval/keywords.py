@@ -7,13 +7,18 @@ bio + cyber, ``control``) or the path of a file in the same format.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rna_theory.errors import RNAError
 from rna_train.data import utf8_text
+
+log = logging.getLogger(__name__)
 
 #: Shipped list names -> package data files (``forget`` is the union of bio and cyber).
 BUILTIN: dict[str, tuple[str, ...]] = {
@@ -68,3 +73,32 @@ def approx_tokens(word: str) -> int:
     (BPE vocabularies split rare words and symbols much like this).
     """
     return sum(1 if not p.isalpha() else math.ceil(len(p) / 4) for p in _PIECE.findall(word))
+
+
+#: Share of inserted keywords that may tokenise to the unknown token before an evaluation is refused.
+MAX_UNKNOWN_SHARE = 0.5
+
+
+def unknown_keywords(tokenizer: Any, words: Sequence[str]) -> list[str]:
+    """The words whose tokenisation (as inserted, after a space) contains the tokenizer's unknown
+    token: the model would see ``<unk>``, not the keyword. Byte-level tokenizers have none."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return []
+    return [w for w in dict.fromkeys(words) if unk in tokenizer(" " + w, add_special_tokens=False)["input_ids"]]
+
+
+def check_known_keywords(tokenizer: Any, inserted: Sequence[str], where: str) -> None:
+    """Warn when inserted keywords tokenise to ``<unk>``; refuse past :data:`MAX_UNKNOWN_SHARE` of the
+    insertions (the measured "perturbation" would then be an unknown token, not the keywords)."""
+    unknown = set(unknown_keywords(tokenizer, inserted))
+    if not unknown:
+        return
+    share = sum(w in unknown for w in inserted) / len(inserted)
+    listed = ", ".join(sorted(unknown)[:8]) + (" ..." if len(unknown) > 8 else "")
+    what = (f"{share:.0%} of the inserted keywords ({len(unknown)} distinct: {listed}) tokenise to the unknown "
+            "token, so the model sees <unk> instead of them")
+    if share > MAX_UNKNOWN_SHARE:
+        raise RNAError(what, where=where, fix="use keywords in the model's vocabulary (a keyword file, "
+                                              "or the text mode's mined groups)")
+    log.warning("%s (%s)", what, where)

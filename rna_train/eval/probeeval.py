@@ -55,7 +55,10 @@ def run_probe_eval(model: Any, tokenizer: Any, questions: Sequence[Any], *, scor
     ``info`` (label, model, probe, its hash, sampling options) is recorded as given.
     """
     from rna_train.eval.evaluate import EVAL_FORMAT, evaluate, now, write_json, write_records
+    from rna_train.eval.keywords import check_known_keywords
 
+    if pairs:
+        check_known_keywords(tokenizer, [p.perturbation.keyword for p in pairs], "--keywords")
     results, records = evaluate(model, tokenizer, questions, scorings=scorings, pairs=pairs, batch_size=batch_size,
                                 max_length=max_length, ci_method=ci, confidence=confidence)
     for s, entry in results.items():
