@@ -228,6 +228,7 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
     method_cls = get_method(name)
     options = from_dict(method_cls.Options, method_data, "method")
     cfg.method = {"name": name, **dataclasses.asdict(options)}
+    method_cls.check_rna(options, cfg.rna.mode, options.layer if cfg.rna.layer is None else cfg.rna.layer)
     if cfg.model.name_or_path is None and cfg.model.from_config is None:
         raise RNAError("no model given", where="model.name_or_path",
                        fix="set model.name_or_path (Hub id or folder) or model.from_config")

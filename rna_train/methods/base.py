@@ -111,20 +111,26 @@ class Method:
     def validate(self, model: nn.Module, rna: RNA) -> None:
         """Check the options against the model and RNA settings before training (RNAError)."""
         arch.check_layer(model, self.options.layer, "method.layer")
-        if rna.mode == "off":
+        self.check_rna(self.options, rna.mode, rna.layer)
+        if rna.mode != "off":
+            arch.check_layer(model, rna.layer, "rna.layer")
+
+    @classmethod
+    def check_rna(cls, options: MethodOptions, mode: str, layer: int) -> None:
+        """The RNA settings this method can honour, checked without a model (at config load)."""
+        if mode == "off":
             return
-        retain = self.options.retain_loss
+        retain = options.retain_loss
         if retain == "none":
-            raise RNAError(f"RNA perturbs the retain step but {self.name} has no retain loss",
+            raise RNAError(f"RNA perturbs the retain step but {cls.name} has no retain loss",
                            where="rna.mode", fix="set rna.mode: off or choose a retain_loss")
-        if rna.mode == "target" and retain == "nll":
+        if mode == "target" and retain == "nll":
             raise RNAError("target-mode RNA perturbs the reference model, which the nll retain loss "
                            "does not use", where="rna.mode",
                            fix="use rna.mode: input, or retain_loss: kl / mse / rm")
-        arch.check_layer(model, rna.layer, "rna.layer")
-        if retain == "rm" and rna.layer > self.options.layer:
-            raise RNAError(f"noise after layer {rna.layer} cannot reach the layer-{self.options.layer} "
-                           "retain loss", where="rna.layer", fix=f"use rna.layer <= {self.options.layer}")
+        if retain == "rm" and layer > options.layer:
+            raise RNAError(f"noise after layer {layer} cannot reach the layer-{options.layer} "
+                           "retain loss", where="rna.layer", fix=f"use rna.layer <= {options.layer}")
 
     def default_layers(self) -> list[int]:
         """Decoder layers updated by default: l-2, l-1, l (as in the reference recipes)."""

@@ -131,6 +131,18 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, assets: dict[str, Path]
     assert (out / DONE).exists()
 
 
+def test_rna_settings_a_method_cannot_honour_fail_at_load(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """No model is needed to know that noise after layer 3 cannot reach a layer-2 RM loss."""
+    raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "out")
+    raw["model"] = {"name_or_path": str(tmp_path / "no-such-model")}  # never loaded
+    path = _write(tmp_path, raw)
+    for overrides, where in ((["rna.mode=input", "rna.layer=3", "method.layer=2"], "rna.layer"),
+                             (["rna.mode=target", "method.retain_loss=nll"], "rna.mode")):
+        with pytest.raises(RNAError) as info:
+            load_config(path, overrides)
+        assert info.value.where == where
+
+
 def test_nu_auto_uses_the_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
