@@ -98,8 +98,16 @@ class DataConfig:
 class NoiseAutoConfig:
     """Inputs of ``nu: auto``."""
 
-    latents: str | None = field(None, doc="npz of clean/perturbed latents written by `rna audit`")
+    latents: str | None = field(None, doc="npz of clean/perturbed latents written by `rna audit` at the noise layer")
     target: float = field(0.95, gt=0, max=1, doc="robustness probability to reach")
+    criterion: str = field("first-order", choices=("first-order", "certified"),
+                           doc="first-order (typical case) fits training; the certified bound is a worst case "
+                               "over directions that asks for nu tens of times the activation scale in high "
+                               "dimension (56x the RMS on the quickstart model), which undoes the unlearning")
+    max_relative: float = field(1.0, gt=0, doc="refuse a tuned nu above this multiple of the layer's activation "
+                                "RMS (the latents' rms)")
+    chosen: dict[str, Any] | None = field(None, doc="written at load when noise is auto: the tuned nu, the RMS, "
+                                          "the latents' dimension and the tuner's note (a record, not an input)")
 
 
 @dataclasses.dataclass
@@ -205,13 +213,27 @@ def _auto_nu(auto: NoiseAutoConfig, *, relative: bool) -> float:
                        fix="run the latent collection first or fix the path")
     from rna_theory.tuner import tune_from_file
 
-    result = tune_from_file(auto.latents, target=auto.target)
+    result = tune_from_file(auto.latents, target=auto.target, criterion=auto.criterion)
     nu = getattr(result, "recommended_nu_relative" if relative else "recommended_nu", None)
     if nu is None:
-        raise RNAError(f"no noise scale meets the robustness target {auto.target}", where="rna.auto.target",
-                       fix="lower rna.auto.target or set rna.noise to a number")
-    logging.getLogger(__name__).info("rna: nu auto-tuned to %.4g from %s (target %s)", nu, auto.latents,
-                                     auto.target)
+        raise RNAError(f"no noise scale meets the robustness target {auto.target} ({result.note})",
+                       where="rna.auto.target", fix="lower rna.auto.target or set rna.noise to a number")
+    ratio = result.recommended_nu / result.rms if result.rms else None
+    if ratio is not None and ratio > auto.max_relative:
+        raise RNAError(f"the tuned nu {result.recommended_nu:.4g} is {ratio:.1f}x the layer's activation RMS "
+                       f"{result.rms:.4g} ({auto.criterion} criterion, target {auto.target}); noise that large "
+                       "overwhelms the retain signal and undoes unlearning", where="rna.noise",
+                       fix="use rna.auto.criterion=first-order, lower rna.auto.target, raise rna.auto.max_relative "
+                           "deliberately, or set rna.noise to a number")
+    auto.chosen = {"nu": float(nu), "relative_to": "rms" if relative else "absolute",
+                   "nu_absolute": float(result.recommended_nu), "rms": result.rms, "nu_over_rms": ratio,
+                   "dim": result.dim, "criterion": auto.criterion, "target": auto.target, "note": result.note}
+    log = logging.getLogger(__name__)
+    if ratio is None:
+        log.warning("rna: nu auto-tuned to %.4g, but the latents hold no rms: its size against the activations "
+                    "is unchecked", nu)
+    log.warning("rna: nu auto-tuned to %.4g (%s x the activation RMS) from %s: %s criterion, target %s; %s", nu,
+                "?" if ratio is None else f"{ratio:.3g}", auto.latents, auto.criterion, auto.target, result.note)
     return float(nu)
 
 
@@ -229,6 +251,7 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
     options = from_dict(method_cls.Options, method_data, "method")
     cfg.method = {"name": name, **dataclasses.asdict(options)}
     method_cls.check_rna(options, cfg.rna.mode, options.layer if cfg.rna.layer is None else cfg.rna.layer)
+    _check_latents_match(cfg)
     if cfg.model.name_or_path is None and cfg.model.from_config is None:
         raise RNAError("no model given", where="model.name_or_path",
                        fix="set model.name_or_path (Hub id or folder) or model.from_config")
@@ -251,6 +274,30 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
         if not topic.path:
             raise RNAError("no files", where=f"data.forget.{i}.path", fix="set the topic's path")
     return cfg, options
+
+
+def _hidden_size(model: ModelConfig) -> int | None:
+    """The model's hidden size from its config (``from_config`` or the folder's config.json), if readable."""
+    import json
+
+    if model.from_config is not None:
+        return model.from_config.get("hidden_size")
+    path = Path(model.name_or_path or "") / "config.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data.get("hidden_size", (data.get("text_config") or {}).get("hidden_size"))
+
+
+def _check_latents_match(cfg: RunConfig) -> None:
+    """``nu: auto`` latents must come from a layer of this model's width."""
+    chosen = cfg.rna.auto.chosen
+    if not chosen or cfg.rna.mode == "off":
+        return
+    hidden = _hidden_size(cfg.model)
+    if hidden is not None and chosen.get("dim") not in (None, hidden):
+        raise RNAError(f"the latents have dimension {chosen['dim']} but the model's hidden size is {hidden}",
+                       where="rna.auto.latents", fix="audit this model (`rna audit --model ...`) and pass its latents")
 
 
 def dump_yaml(cfg: RunConfig, path: Path) -> None:

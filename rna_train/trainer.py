@@ -362,7 +362,8 @@ def _resume_and_record(run: _Run, resume: bool) -> None:
         config.dump_yaml(run.cfg, run.out / "config.yaml")
         schedule = run.prep.rna.schedule
         resolved = {"trainable": run.prep.trainable, "rna_layer": run.prep.rna.layer,
-                    "rna_schedule": config.to_dict(schedule) if schedule else None}
+                    "rna_schedule": config.to_dict(schedule) if schedule else None,
+                    "rna_auto": run.cfg.rna.auto.chosen}
         (run.out / "environment.json").write_text(json.dumps({**environment(run.accelerator),
                                                               "resolved": resolved}, indent=1))
         run.metrics = _kept_metrics(run.out / "metrics.jsonl", run.start)

@@ -153,9 +153,9 @@ def test_nu_auto_uses_the_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     auto = NoiseAutoConfig(latents=str(latents), target=0.9)
     calls: list[tuple[str, float]] = []
 
-    def fake(path: str, target: float) -> object:
+    def fake(path: str, target: float, criterion: str) -> object:
         calls.append((str(path), target))
-        return types.SimpleNamespace(recommended_nu=0.02, recommended_nu_relative=0.1)
+        return types.SimpleNamespace(recommended_nu=0.02, recommended_nu_relative=0.1, rms=0.2, dim=32, note="ok")
 
     monkeypatch.setattr("rna_theory.tuner.tune_from_file", fake)
     assert parse_noise("auto", auto).nu == 0.02
@@ -164,9 +164,39 @@ def test_nu_auto_uses_the_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert calls == [(str(latents), 0.9)] * 2
     assert parse_noise("auto", auto, active=False).nu == 0.0 and len(calls) == 2  # RNA off: nothing tuned
     monkeypatch.setattr("rna_theory.tuner.tune_from_file",
-                        lambda path, target: types.SimpleNamespace(recommended_nu=None))
+                        lambda path, target, criterion: types.SimpleNamespace(recommended_nu=None, note="n"))
     with pytest.raises(RNAError, match="no noise scale meets"):
         parse_noise("auto", NoiseAutoConfig(latents=str(latents), target=0.99))
+
+
+def test_nu_auto_guard_rails(tmp_path: Path, assets: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tuned nu far above the activation scale is refused; latents of another width are refused; the
+    choice and the tuner's reason are recorded in the resolved config."""
+    import types
+
+    latents = tmp_path / "latents.npz"
+    latents.write_bytes(b"")
+    raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "out")
+    raw["rna"] = {"mode": "target", "noise": "auto", "auto": {"latents": str(latents)}}
+    path = _write(tmp_path, raw)
+    hidden = raw["model"]["from_config"]["hidden_size"]
+
+    def tuner(nu: float, dim: int):
+        return lambda path, target, criterion: types.SimpleNamespace(
+            recommended_nu=nu, recommended_nu_relative=nu / 2.0, rms=2.0, dim=dim, note=f"{criterion} ok")
+
+    monkeypatch.setattr("rna_theory.tuner.tune_from_file", tuner(112.0, hidden))  # 56x the RMS
+    with pytest.raises(RNAError, match="56.0x the layer's activation RMS") as info:
+        load_config(path)
+    assert info.value.where == "rna.noise"
+    monkeypatch.setattr("rna_theory.tuner.tune_from_file", tuner(0.5, hidden + 1))
+    with pytest.raises(RNAError, match="dimension") as info:
+        load_config(path)
+    assert info.value.where == "rna.auto.latents"
+    monkeypatch.setattr("rna_theory.tuner.tune_from_file", tuner(0.5, hidden))
+    cfg = load_config(path)[0]
+    assert cfg.rna.noise.nu == 0.5 and cfg.rna.auto.chosen["nu_over_rms"] == 0.25
+    assert cfg.rna.auto.chosen["criterion"] == "first-order" and cfg.rna.auto.chosen["note"] == "first-order ok"
 
 
 def test_noise_is_a_schedule_at_load_whatever_its_form(tmp_path: Path, assets: dict[str, Path]) -> None:
