@@ -80,6 +80,8 @@ class TopicConfig(CorpusConfig):
     steering_coef: float | None = field(None, min=0, doc="RM steering coefficient c (default: method's)")
     weight: float = field(1.0, min=0, doc="weight of this topic's forget loss")
     alpha: float | None = field(None, min=0, doc="retain weight while training on this topic")
+    max_length: int | None = field(None, min=2, doc="this topic's tokens per document (default: data.max_length; "
+                                   "the reference code cuts cyber documents at 768)")
 
 
 @dataclasses.dataclass
@@ -91,7 +93,10 @@ class DataConfig:
     max_length: int = field(512, min=2, doc="tokens per document after truncation")
     min_length: int = field(2, min=2, doc="documents with fewer tokens are dropped")
     truncation_side: str = field("right", choices=("right", "left"))
-    shuffle: bool = True
+    shuffle: bool = field(True, doc="visit documents in a seeded random order (false: file order)")
+    retain_order: str = field("per_step", choices=("per_step", "per_topic_cycle"),
+                              doc="per_step: a new retain batch every step; per_topic_cycle: one retain batch "
+                                  "per cycle over the forget topics (the reference code)")
 
 
 @dataclasses.dataclass
@@ -259,8 +264,9 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
         raise RNAError("no forget corpus", where="data.forget", fix="add at least one forget topic")
     if not cfg.data.retain.path and method_cls.uses_retain(options):
         raise RNAError("no retain corpus", where="data.retain.path", fix="set data.retain.path")
-    if cfg.data.min_length > cfg.data.max_length:
-        raise RNAError(f"min_length {cfg.data.min_length} exceeds max_length {cfg.data.max_length}",
+    lengths = [cfg.data.max_length] + [t.max_length for t in cfg.data.forget if t.max_length is not None]
+    if cfg.data.min_length > min(lengths):
+        raise RNAError(f"min_length {cfg.data.min_length} exceeds max_length {min(lengths)}",
                        where="data.min_length", fix="lower data.min_length")
     late = [s for s in cfg.train.snapshot_steps if s > cfg.train.steps]
     if late:

@@ -78,15 +78,15 @@ class TrainResult:
 def _load_data(cfg: config.RunConfig, tokenizer: Any,
                needs_retain: bool) -> tuple[list[Corpus], Corpus | None]:
     d = cfg.data
-    common = {"max_length": d.max_length, "min_length": d.min_length, "truncation_side": d.truncation_side}
+    common = {"min_length": d.min_length, "truncation_side": d.truncation_side}
     forget = [load_corpus(t.name, t.path, tokenizer, text_field=t.text_field, fmt=t.format, split=t.split,
-                          limit=t.limit, where=f"data.forget.{i}", **common)
+                          limit=t.limit, where=f"data.forget.{i}", max_length=t.max_length or d.max_length, **common)
               for i, t in enumerate(d.forget)]
     retain = None
     if needs_retain:
         r = d.retain
         retain = load_corpus(r.name, r.path, tokenizer, text_field=r.text_field, fmt=r.format, split=r.split,
-                             limit=r.limit, where="data.retain", **common)
+                             limit=r.limit, where="data.retain", max_length=d.max_length, **common)
     return forget, retain
 
 
@@ -495,7 +495,8 @@ def _step_indices(prep: Prepared, step: int) -> tuple[int, list[int], list[int] 
     corpus = prep.forget[topic]
     f_idx = batch_indices(len(corpus), t.batch_size, step // n_topics, seed=cfg.seed,
                           stream=stream_id(corpus.name), shuffle=cfg.data.shuffle)
-    r_idx = (batch_indices(len(prep.retain), t.batch_size, step, seed=cfg.seed,
+    r_step = step // n_topics if cfg.data.retain_order == "per_topic_cycle" else step
+    r_idx = (batch_indices(len(prep.retain), t.batch_size, r_step, seed=cfg.seed,
                            stream=stream_id("retain:" + prep.retain.name), shuffle=cfg.data.shuffle)
              if prep.retain is not None else None)
     return topic, f_idx, r_idx

@@ -1,7 +1,11 @@
 """NPO: ``-(2/beta) * mean log sigmoid(beta * (NLL_theta(x_F) - NLL_ref(x_F)))``.
 
-NLL is each forget sequence's summed token NLL (the NPO paper's convention); the reference is the
-frozen copy of the original weights.
+``nll_reduction`` says what NLL is: ``sum`` (default) is each forget sequence's summed token NLL, the
+NPO paper's convention, one term per sequence; ``batch_mean`` is the reference code's: the token-mean
+NLL of the whole forget batch, one term per batch. At step 1 the sum's gradient is (tokens - 1)
+times the batch mean's per sequence, so recipes tuned for one do not transfer to the other
+(experiments/configs/zephyr_npo*.yaml reproduce the reference and use ``batch_mean``). The
+reference is the frozen copy of the original weights.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ class NPOOptions(MethodOptions):
     """NPO options (defaults: the reference code's NPO + KL recipe)."""
 
     beta: float = field(0.1, gt=0, doc="inverse temperature")
+    nll_reduction: str = field("sum", choices=("sum", "batch_mean"),
+                               doc="sum: per-sequence summed NLL (NPO paper); batch_mean: the forget batch's "
+                                   "token-mean NLL (the reference code)")
     alpha: float = field(50.0, min=0, doc="retain-loss weight")
     retain_loss: str = field("kl", choices=RETAIN_LOSSES, doc=RETAIN_DOC)
 
@@ -47,5 +54,10 @@ class NPO(Method):
                     topic: int) -> tuple[torch.Tensor, dict[str, float]]:
         """NPO loss on the forget batch; logs the mean per-token forget NLL."""
         nll, count = ctx.sequence_nll(batch)
-        loss = losses.npo_loss(nll, self.reference_nll(ctx, batch), self.options.beta)
-        return loss, {"forget_nll": float(nll.detach().sum() / count.sum().clamp_min(1))}
+        ref = self.reference_nll(ctx, batch)
+        if self.options.nll_reduction == "batch_mean":
+            tokens = count.sum().clamp_min(1)
+            nll, ref = (nll.sum() / tokens).reshape(1), (ref.sum() / tokens).reshape(1)
+        loss = losses.npo_loss(nll, ref, self.options.beta)
+        return loss, {"forget_nll": float(nll.detach().sum() / count.sum().clamp_min(1))
+                      if self.options.nll_reduction == "sum" else float(nll.detach()[0])}

@@ -186,7 +186,7 @@ def test_nu_auto_guard_rails(tmp_path: Path, assets: dict[str, Path], monkeypatc
             recommended_nu=nu, recommended_nu_relative=nu / 2.0, rms=2.0, dim=dim, note=f"{criterion} ok")
 
     monkeypatch.setattr("rna_theory.tuner.tune_from_file", tuner(112.0, hidden))  # 56x the RMS
-    with pytest.raises(RNAError, match="56.0x the layer's activation RMS") as info:
+    with pytest.raises(RNAError, match=r"56\.0x the layer's activation RMS") as info:
         load_config(path)
     assert info.value.where == "rna.noise"
     monkeypatch.setattr("rna_theory.tuner.tune_from_file", tuner(0.5, hidden + 1))
