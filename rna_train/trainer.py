@@ -459,9 +459,12 @@ def _record(run: _Run, step: int, topic: int, terms: dict[str, float]) -> dict[s
     t, accelerator = run.cfg.train, run.accelerator
     grad_norm = terms.pop("grad_norm", None)
     keys = sorted(terms)
-    values = accelerator.reduce(torch.tensor([terms[k] for k in keys], device=accelerator.device), reduction="mean")
+    values = [terms[k] for k in keys]
+    if accelerator.num_processes > 1:  # averaged over processes in float64: logged values keep their precision
+        values = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device),
+                                    reduction="mean").tolist()
     row: dict[str, Any] = {"step": step + 1, "topic": run.prep.forget[topic].name,
-                           **{k: float(v) for k, v in zip(keys, values.tolist(), strict=True)},
+                           **{k: float(v) for k, v in zip(keys, values, strict=True)},
                            "lr": t.lr, "nu": run.prep.rna.nu(step)}
     if grad_norm is not None:
         row["grad_norm"] = grad_norm
