@@ -454,20 +454,24 @@ def _prediction_figure(runs: Sequence[Run]) -> bytes | None:
     return _png(fig)
 
 
+def _probe_name(run: Run) -> str:
+    """The probe a run was scored on (file stem, with its subject filter), to keep probes apart."""
+    source = run.eval or run.audit or {}
+    name = Path(str(source.get("probe", "probe"))).stem
+    return f"{name} [{source['subjects']}]" if source.get("subjects") else name
+
+
 def _ablation_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Accuracy per (method, nu, condition and probe): accuracies of different probes (a forget probe and a
+    retain probe) are separate series, never averaged together; the same series over seeds is."""
     rows = []
     for run in runs:
         if run.nu is None:
             continue
         method = run.info.get("method") or "model"
-        acc = [r for r in _accuracy_rows([run]) if r["condition"].startswith("perturbed")]
-        for r in acc:
-            rows.append({"method": method, "nu": run.nu, "metric": f"accuracy, {r['condition']}",
-                         "value": r["rate"]})
-        clean = [r for r in _accuracy_rows([run]) if r["condition"] == "clean"]
-        if clean:
-            rows.append({"method": method, "nu": run.nu, "metric": "accuracy, clean",
-                         "value": clean[0]["rate"]})
+        probe = _probe_name(run)
+        for r in _accuracy_rows([run]):
+            rows.append({"method": method, "nu": run.nu, "metric": f"{r['condition']} ({probe})", "value": r["rate"]})
     return rows
 
 

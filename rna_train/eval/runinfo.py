@@ -50,23 +50,39 @@ def training_info(config: dict[str, Any]) -> dict[str, Any]:
     mode = rna.get("mode", "off") if rna else None
     noise = rna.get("noise") if rna else None
     nu: float | None = None
-    relative = "absolute"
+    relative, schedule = "absolute", None
     if mode == "off":
         nu = 0.0
     elif isinstance(noise, (int, float)) and not isinstance(noise, bool):
         nu = float(noise)
     elif isinstance(noise, dict) and isinstance(noise.get("nu"), (int, float)):
         end = noise.get("nu_end")
-        nu = float(end if noise.get("kind") in ("linear", "cosine") and end is not None else noise["nu"])
+        kind = noise.get("kind", "constant")
+        nu = float(end if kind in ("linear", "cosine") and end is not None else noise["nu"])
         relative = str(noise.get("relative_to", "absolute"))
-    return {"method": str(name) if name else None, "rna": mode, "nu": nu, "relative_to": relative}
+        start = float(noise["nu"])
+        if kind in ("linear", "cosine"):
+            schedule = f"{kind} {start:g}->{nu:g}"
+        elif kind != "constant":
+            schedule = f"{kind} {start:g}"
+    chosen = (rna.get("auto") or {}).get("chosen") if rna else None
+    auto = bool(chosen) or noise == "auto" or (isinstance(noise, dict) and noise.get("nu") == "auto")
+    return {"method": str(name) if name else None, "rna": mode, "nu": nu, "relative_to": relative,
+            "schedule": schedule, "auto": auto}
 
 
 def run_label(info: dict[str, Any], fallback: str) -> str:
-    """Human label such as ``rmu +RNA(nu=0.03)`` or ``rmu``; ``fallback`` when nothing is known."""
+    """Human label such as ``rmu +RNA(nu=0.03)`` (target mode), ``rmu +RNA-input(nu=0.1 x rms)``,
+    ``npo +RNA(nu=linear 0.05->0)``, ``rmu +RNA(nu=0.4 auto)`` or ``rmu``; ``fallback`` when nothing is known."""
     if not info.get("method"):
         return fallback
-    if info.get("rna") not in (None, "off") and info.get("nu"):
+    if info.get("rna") not in (None, "off"):
         rel = " x rms" if info.get("relative_to") == "rms" else ""
-        return f"{info['method']} +RNA(nu={info['nu']:g}{rel})"
+        if info.get("nu") is None:
+            value = "auto" if info.get("auto") else "?"
+        else:
+            value = info.get("schedule") or f"{info['nu']:g}"
+            value += " auto" if info.get("auto") else ""
+        mode = "" if info.get("rna") == "target" else f"-{info['rna']}"
+        return f"{info['method']} +RNA{mode}(nu={value}{rel})"
     return str(info["method"])

@@ -141,3 +141,20 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     image = Image.open(shot).convert("L")
     low, high = image.getextrema()
     assert image.size == (1200, 2400) and high - low > 100  # something (text, plots) was drawn
+
+
+def test_ablation_keeps_probes_apart():
+    """RMU's clean accuracy on the forget probe (0.283) and on the retain probe (0.944) are two series:
+    averaging them (0.61) was a wrong number in the nu-ablation figure."""
+    from pathlib import Path
+
+    from rna_train.eval.report import Run, _ablation_rows
+
+    def run(probe: str, clean: float, nu: float) -> Run:
+        result = {"clean": {"overall": {"rate": clean, "ci": [clean, clean], "n": 1}}}
+        return Run(Path(probe), "rmu", {"method": "rmu", "nu": nu}, {"probe": f"/x/{probe}.jsonl", "primary": "loglik",
+                                                                    "results": {"loglik": result}}, None, [], [])
+
+    rows = _ablation_rows([run("forget", 0.283, 0.0), run("retain", 0.944, 0.0), run("forget", 0.5, 0.1)])
+    by_metric = {(r["metric"], r["nu"]): r["value"] for r in rows}
+    assert by_metric == {("clean (forget)", 0.0): 0.283, ("clean (retain)", 0.0): 0.944, ("clean (forget)", 0.1): 0.5}

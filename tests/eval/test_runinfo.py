@@ -13,10 +13,12 @@ from rna_train.eval.runinfo import find_config, read_config, run_label, training
      "rmu +RNA(nu=0.03)"),
     ({"method": {"name": "rmu"}, "rna": {"mode": "target", "noise": {"nu": 0.1, "kind": "linear", "nu_end": 0.02,
                                                                        "relative_to": "rms"}}},
-     0.02, "rms", "rmu +RNA(nu=0.02 x rms)"),
+     0.02, "rms", "rmu +RNA(nu=linear 0.1->0.02 x rms)"),
     ({"method": {"name": "rsv"}, "rna": {"mode": "input", "noise": {"nu": 0.05, "kind": "step"}}}, 0.05,
-     "absolute", "rsv +RNA(nu=0.05)"),
-    ({"method": {"name": "rmu"}, "rna": {"mode": "target", "noise": "auto"}}, None, "absolute", "rmu"),
+     "absolute", "rsv +RNA-input(nu=step 0.05)"),
+    ({"method": {"name": "rmu"}, "rna": {"mode": "target", "noise": "auto"}}, None, "absolute", "rmu +RNA(nu=auto)"),
+    ({"method": {"name": "rmu"}, "rna": {"mode": "target", "noise": {"nu": 0.4, "kind": "constant"},
+                                         "auto": {"chosen": {"nu": 0.4}}}}, 0.4, "absolute", "rmu +RNA(nu=0.4 auto)"),
     ({}, None, "absolute", "fallback"),
 ])
 def test_training_info(config, nu, relative, label):

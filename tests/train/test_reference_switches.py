@@ -44,7 +44,7 @@ def test_a_topic_may_keep_longer_documents(tmp_path: Path, assets: dict[str, Pat
     raw["data"]["max_length"] = 4
     raw["data"]["forget"].append({**raw["data"]["forget"][0], "name": "long", "max_length": 12})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    cfg, options = load_config(tmp_path / "c.yaml")
+    cfg, _ = load_config(tmp_path / "c.yaml")
     from rna_train.models import load_tokenizer
 
     forget, retain = _load_data(cfg, load_tokenizer(str(assets["tokenizer"])), True)
