@@ -58,3 +58,29 @@ def test_every_common_command_parses_and_the_asset_free_ones_run(monkeypatch: py
     assert len(runnable) == 2
     for argv in runnable:
         assert main(argv) == 0
+
+
+def _docs_rna_lines() -> list[tuple[str, list[str]]]:
+    """Every ``rna ...`` command in docs/*.md code (fenced or indented), continuation lines joined;
+    syntax summaries (``[--opt]``, ``a|b``) are skipped."""
+    out = []
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+        for line in text.splitlines():
+            command = line.split("  #")[0].strip()
+            if re.match(r"rna [a-z]", command) and not re.search(r"[\[|(]|\.\.\.", command):
+                out.append((path.name, shlex.split(command)[1:]))
+    return out
+
+
+def test_every_docs_command_parses() -> None:
+    from rna_train.cli import build_parser
+
+    parser = build_parser()
+    commands = _docs_rna_lines()
+    assert len(commands) >= 10
+    for name, argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{name}: `rna {' '.join(argv)}` does not parse")
