@@ -21,8 +21,10 @@ from scipy import integrate, stats
 from rna_theory.errors import RNAError, check_array, check_finite, check_int
 
 _P_CLIP = 1e-12
-#: Samples for generalised chi-squares of 4-7 terms (absolute error ~ 3e-4 at 3 standard errors).
-_FEW_TERMS_MC = 1_000_000
+#: Absolute error bound of Ruben's series for generalised chi-squares of up to 7 terms.
+_RUBEN_TOL = 1e-12
+#: Most series terms before falling back to Imhof's integral (very unequal weights, large noncentrality).
+_RUBEN_MAX_TERMS = 20_000
 
 
 def _probit(p: np.ndarray | float) -> np.ndarray:
@@ -116,9 +118,10 @@ def _gen_chi2_terms(mean: np.ndarray, cov: np.ndarray, tol: float) -> tuple[np.n
 def imhof_cdf(x: float, weights: np.ndarray, noncentrality: np.ndarray | None = None) -> float:
     """CDF of Q = sum_j w_j chi2_1(delta_j) at x by Imhof's (1961) inversion formula.
 
-    Positive weights only. Equal weights use the (noncentral) chi-square exactly, up to 3 terms an
-    exact convolution, 4-7 terms Monte Carlo (error ~3e-4), 8 or more Imhof's integral truncated
-    with a rigorous tail bound (absolute error ~1e-9).
+    Positive weights only. Equal weights use the (noncentral) chi-square exactly; up to 7 terms
+    Ruben's (1962) mixture series (absolute error <= 1e-12, rigorous); 8 or more terms, or a series
+    that would need over 20,000 terms, Imhof's integral truncated with a rigorous tail bound
+    (absolute error ~1e-9).
     """
     w = np.asarray(weights, dtype=np.float64)
     d = np.zeros_like(w) if noncentrality is None else np.asarray(noncentrality, dtype=np.float64)
@@ -130,12 +133,10 @@ def imhof_cdf(x: float, weights: np.ndarray, noncentrality: np.ndarray | None = 
     w, x = w / scale, x / scale
     if np.allclose(w, 1.0, rtol=1e-12, atol=0):
         return float(stats.ncx2.cdf(x, w.size, d.sum()) if d.sum() > 0 else stats.chi2.cdf(x, w.size))
-    if w.size <= 3:  # Imhof's integrand decays too slowly for very few terms: convolve exactly instead
-        return _convolution_cdf(x, w, d)
-    if w.size < 8:
-        rng = np.random.default_rng(0)
-        q = ((rng.standard_normal((_FEW_TERMS_MC, w.size)) + np.sqrt(d)) ** 2) @ w
-        return float(np.mean(q <= x))
+    if w.size < 8:  # Imhof's integrand decays too slowly for few terms: Ruben's series instead
+        value = ruben_cdf(x, w, d)
+        if value is not None:
+            return value
 
     def log_rho(u: float) -> float:
         wu2 = (w * u) ** 2
@@ -162,20 +163,41 @@ def imhof_cdf(x: float, weights: np.ndarray, noncentrality: np.ndarray | None = 
     return float(min(1.0, max(0.0, 0.5 - total / math.pi)))
 
 
-def _chi2_1_pdf(t: float, delta: float) -> float:
-    return float(stats.ncx2.pdf(t, 1, delta) if delta > 0 else stats.chi2.pdf(t, 1))
+def ruben_cdf(x: float, weights: np.ndarray, noncentrality: np.ndarray, *, tol: float = _RUBEN_TOL,
+              max_terms: int = _RUBEN_MAX_TERMS) -> float | None:
+    """P(sum_j w_j chi2_1(d_j) <= x) by Ruben's mixture: sum_m a_m F_{chi2_(k+2m)}(x / beta), beta = min w.
 
-
-def _convolution_cdf(x: float, w: np.ndarray, d: np.ndarray) -> float:
-    """P(sum_j w_j chi2_1(d_j) <= x) for a few terms by nested one-dimensional integrals."""
-    if x <= 0:
-        return 0.0
-    if w.size == 1:
-        return float(stats.ncx2.cdf(x / w[0], 1, d[0]) if d[0] > 0 else stats.chi2.cdf(x / w[0], 1))
-    rest_w, rest_d = w[:-1], d[:-1]
-    value, _ = integrate.quad(lambda t: _convolution_cdf(x - w[-1] * t, rest_w, rest_d) * _chi2_1_pdf(t, d[-1]),
-                              0.0, x / w[-1], limit=200, epsabs=1e-12, epsrel=1e-10)
-    return float(min(1.0, max(0.0, value)))
+    With p_j = beta / w_j and q_j = 1 - p_j, the moment generating function is
+    sum_m a_m (1 - 2 beta t)^(-(k+2m)/2) where a_0 = prod sqrt(p_j) exp(-sum d_j / 2) and
+    (m+1) a_(m+1) = sum_(r<=m) a_r h_(m-r), h_n = sum_j [q_j^(n+1) / 2 + (d_j p_j / 2)(n+1) q_j^n]. Every
+    a_m >= 0 and they sum to 1, so stopping after M terms errs by at most
+    (1 - sum_(m<M) a_m) F_{chi2_(k+2M)}(x / beta): the series stops when that is below ``tol``.
+    Returns None when that needs more than ``max_terms`` terms (or a_0 underflows).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    d = np.asarray(noncentrality, dtype=np.float64)
+    k, beta = w.size, float(w.min())
+    p = beta / w
+    q = 1.0 - p
+    log_a0 = 0.5 * float(np.sum(np.log(p))) - 0.5 * float(d.sum())
+    if log_a0 < -700.0:
+        return None
+    a = np.zeros(max_terms + 1)
+    h = np.zeros(max_terms + 1)
+    a[0] = math.exp(log_a0)
+    y = x / beta
+    total, mass = a[0] * stats.chi2.cdf(y, k), a[0]
+    qn = np.ones_like(q)  # q_j^n
+    for m in range(max_terms):
+        h[m] = float(np.sum(0.5 * qn * q + 0.5 * d * p * (m + 1) * qn))
+        qn = qn * q
+        a[m + 1] = float(np.dot(a[: m + 1], h[m::-1])) / (m + 1)
+        mass += a[m + 1]
+        tail_cdf = stats.chi2.cdf(y, k + 2 * (m + 1))
+        total += a[m + 1] * tail_cdf
+        if max(0.0, 1.0 - mass) * tail_cdf < tol or tail_cdf < tol:
+            return float(min(1.0, max(0.0, total)))
+    return None
 
 
 def check_covariance(cov: np.ndarray, dim: int) -> np.ndarray:

@@ -120,8 +120,10 @@ class _Predictor:
     """Mean predicted robustness over the retain margins as a function of absolute nu.
 
     The anisotropic case (eps ~ N(mu, Sigma), a generalised chi-square) is evaluated from one
-    seeded sample of ||eps||^2, so the hundreds of evaluations a solve needs cost a sorted lookup
-    each; :func:`rna_theory.bounds.anisotropic_certified_probability` gives exact single values.
+    seeded sample of ||eps||^2 (ANISOTROPIC_SAMPLES draws: a Monte Carlo estimate with standard error
+    <= 0.5 / sqrt(ANISOTROPIC_SAMPLES) per query, not an exact value), so the hundreds of evaluations a
+    solve needs cost a sorted lookup each; :func:`rna_theory.bounds.anisotropic_certified_probability`
+    gives exact single values.
     """
 
     def __init__(self, margins: np.ndarray, eta: float, dim: int, mean: np.ndarray | None,

@@ -151,3 +151,50 @@ def test_chi2_bound_holds_for_random_halfspaces():
         exact = stats.norm.cdf(a / eta)
         assert certified_probability(a, eta, d) <= exact + 1e-12
         assert first_order_probability(a, eta) == pytest.approx(exact)
+
+
+def _two_term_cdf(x: float, w: np.ndarray, d: np.ndarray) -> float:
+    """Oracle: P(w0 X0 + w1 X1 <= x) by one exact one-dimensional integral (X_j ~ chi2_1(d_j))."""
+    from scipy import integrate
+
+    def density(t: float) -> float:
+        return float(stats.ncx2.pdf(t, 1, d[1]) if d[1] > 0 else stats.chi2.pdf(t, 1))
+
+    def inner(t: float) -> float:
+        rest = (x - w[1] * t) / w[0]
+        return float(stats.ncx2.cdf(rest, 1, d[0]) if d[0] > 0 else stats.chi2.cdf(rest, 1))
+
+    return integrate.quad(lambda t: inner(t) * density(t), 0, x / w[1], limit=400, epsabs=1e-13)[0]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 12), st.integers(0, 10_000), st.floats(0.05, 4.0), st.booleans())
+def test_ruben_series_is_exact(k, seed, xfrac, central):
+    """Ruben's series (used for 2-7 terms; valid for any count) against a one-dimensional quadrature
+    (2 terms), Imhof's rigorously truncated integral (8+ terms) and Monte Carlo (3-7 terms; 4e5 draws,
+    tolerance 6 standard errors)."""
+    from rna_theory.bounds import ruben_cdf
+
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(0.05, 1.0, k)
+    d = np.zeros(k) if central else rng.uniform(0, 3, k)
+    x = xfrac * float(np.sum(w * (1 + d)))
+    got = ruben_cdf(x, w, d)
+    assert got is not None
+    if k == 2:
+        assert got == pytest.approx(_two_term_cdf(x, w, d), abs=1e-10)
+    elif k >= 8:
+        assert got == pytest.approx(imhof_cdf(x, w, d), abs=1e-8)
+    else:
+        q = ((rng.standard_normal((400_000, k)) + np.sqrt(d)) ** 2) @ w
+        assert got == pytest.approx(float(np.mean(q <= x)), abs=6 * 0.5 / np.sqrt(400_000))
+
+
+def test_few_term_generalised_chi2_is_deterministic_and_fast():
+    import time
+
+    w, d = np.array([1.0, 0.3, 0.01, 0.5, 0.2]), np.array([0.5, 0.0, 2.0, 0.1, 0.0])
+    start = time.perf_counter()
+    values = [imhof_cdf(x, w, d) for x in (0.5, 1.0, 3.0, 8.0)]
+    assert time.perf_counter() - start < 30  # generous: seconds, not the minutes of nested quadrature
+    assert values == [imhof_cdf(x, w, d) for x in (0.5, 1.0, 3.0, 8.0)] and values == sorted(values)
