@@ -6,8 +6,18 @@ gradient identities of the reference code's RNA variants, a noise-scale tuner an
 numerical checks for the claims C1-C8 of the project's theory (docs/theory.md).
 """
 
+from typing import Any
+
 from rna_theory.errors import RNAError
-from rna_theory.noise import NoiseSchedule
 
 __all__ = ["NoiseSchedule", "RNAError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``NoiseSchedule`` is imported on first use: it needs torch, which ``rna --help`` should not load."""
+    if name == "NoiseSchedule":
+        from rna_theory.noise import NoiseSchedule
+
+        return NoiseSchedule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

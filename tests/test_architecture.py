@@ -92,3 +92,13 @@ def test_the_training_loop_fits_on_a_screen_and_core_functions_stay_short() -> N
         if parts[0] == "rna_train" and len(parts) > 1 and parts[1] in CORE:
             long.update({f"{name}.{f}": n for f, n in _functions(path).items() if n > 80})
     assert long == {}
+
+
+def test_the_cli_help_does_not_import_torch() -> None:
+    """``rna --help`` and every subcommand's ``--help`` stay fast: building the parser loads no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys; from rna_train.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"

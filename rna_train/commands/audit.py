@@ -19,8 +19,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``rna audit``'s arguments."""
     from rna_train.commands.eval import add_model_arguments
-    from rna_train.eval.audit import ALIGNMENTS
-    from rna_train.eval.scoring import SCORINGS
+    from rna_train.eval.choices import ALIGNMENTS, SCORINGS
 
     add_model_arguments(parser)
     parser.add_argument("--layer", type=int, required=True,

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from rna_theory.errors import RNAError
+from rna_train.eval.choices import ALIGNMENTS
 from rna_train.eval.perturb import PerturbedQuestion
 from rna_train.eval.scoring import answer_context, pad_id
 
 log = logging.getLogger(__name__)
 
-ALIGNMENTS: tuple[str, ...] = ("offset", "last", "mean")
 AUDIT_FORMAT = "rna-audit/1"
 
 

@@ -26,9 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rna_theory.errors import RNAError
+from rna_train.eval.choices import SCORINGS
 from rna_train.eval.probes import LETTERS, Question
-
-SCORINGS: tuple[str, ...] = ("loglik", "loglik_norm", "letter")
 
 
 def answer_context(question: str) -> str:
