@@ -30,7 +30,8 @@ def main() -> int:
     parser.add_argument("command", choices=("run", "summary"))
     parser.add_argument("--plan", type=Path, default=HERE / "study.yaml")
     parser.add_argument("--only", nargs="*", default=(), help="variant names (default: all)")
-    parser.add_argument("--seeds", nargs="*", type=int, default=None, help="seeds (default: each variant's)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="run only these of each variant's seeds (to add seeds: variants.NAME.seeds=[0,1,2])")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i")
     parser.add_argument("--summary", type=Path, default=None, help="summary JSON (default <out>/summary.json)")
     parser.add_argument("--figure", type=Path, default=None, help="trade-off figure (default <out>/tradeoff.png)")

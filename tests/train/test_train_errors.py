@@ -222,3 +222,16 @@ def test_noise_is_a_schedule_at_load_whatever_its_form(tmp_path: Path, assets: d
     with pytest.raises(RNAError) as info:
         load_config(path, ["rna.noise.nux=1"])
     assert info.value.where == "rna.noise" and "nux" in str(info.value)
+
+
+def test_overrides_on_both_sides_of_resume(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """`rna unlearn --config C train.steps=2 --resume output_dir=D`: both overrides apply."""
+    from rna_train.cli import main
+
+    raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "ignored")
+    path = _write(tmp_path, raw)
+    out = tmp_path / "run"
+    assert main(["unlearn", "--config", str(path), "train.steps=2", "--resume", f"output_dir={out}"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(SystemExit):
+        main(["unlearn", "--config", str(path), "--resume", "--bogus"])
