@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rna_theory.errors import RNAError
 
@@ -65,8 +66,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rna {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"rna {args.command}: interrupted", file=sys.stderr)
+        print(f"rna {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """For an interrupted ``rna unlearn`` with a checkpoint on disk: how to continue it."""
+    if args.command != "unlearn":
+        return ""
+    try:
+        from rna_train.checkpoint import list_checkpoints
+        from rna_train.config import RunConfig, load_raw, shorthands
+
+        raw = load_raw(args.config, args.overrides, shorthands(RunConfig))
+        found = list_checkpoints(Path(str(raw.get("output_dir", "runs/unlearn"))) / "checkpoints")
+    except (RNAError, OSError):
+        return ""
+    if not found:
+        return " (no checkpoint was written yet: rerun from the start)"
+    command = " ".join(["rna unlearn --config", args.config, *args.overrides, "--resume"])
+    return f"; the last checkpoint is {found[-1]}; resume with: {command}"
 
 
 if __name__ == "__main__":

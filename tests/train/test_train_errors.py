@@ -235,3 +235,21 @@ def test_overrides_on_both_sides_of_resume(tmp_path: Path, assets: dict[str, Pat
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     with pytest.raises(SystemExit):
         main(["unlearn", "--config", str(path), "--resume", "--bogus"])
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path: Path, assets: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from rna_train import trainer
+    from rna_train.cli import main
+
+    out = tmp_path / "run"
+    path = _write(tmp_path, helpers.run_config(assets["tokenizer"], assets, out))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        (out / "checkpoints" / "step-0000002").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    assert main(["unlearn", "--config", str(path), "train.steps=4"]) == 130
+    err = capsys.readouterr().err
+    assert "step-0000002" in err and f"rna unlearn --config {path} train.steps=4 --resume" in err
