@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Noise Augmentation: theory checks, tuning, training, evaluation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: progress and results)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -63,11 +64,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except RNAError as exc:
+        if args.debug:
+            raise
         print(f"rna {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a fault of a known kind is one line; anything else keeps its traceback
+        known = known_failure(exc)
+        if known is None or args.debug:
+            raise
+        print(f"rna {args.command}: error: {known}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rna {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def known_failure(exc: BaseException) -> RNAError | None:
+    """An everyday fault (I/O, permissions, full disk, corrupt weights, missing device) as an
+    :class:`RNAError` naming what, where and the fix; None for anything else (a bug: keep the traceback)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = str(exc.filename or "filesystem")
+        fixes = {errno.ENOSPC: "free disk space (or point the output elsewhere), then resume / rerun",
+                 errno.EACCES: "make the path writable (or choose another output folder)",
+                 errno.EROFS: "choose an output folder on a writable filesystem",
+                 errno.EEXIST: "choose another path (a file is in the way)",
+                 errno.ENOTDIR: "the path runs through a file: choose another folder",
+                 errno.EISDIR: "give a file, not a folder",
+                 errno.ENOENT: "check the path"}
+        return RNAError(exc.strerror or str(exc), where=where, fix=fixes.get(exc.errno, "check the path and retry"))
+    text = f"{type(exc).__name__}: {exc}"
+    if "SafetensorError" in type(exc).__name__ or ("safetensors" in text.lower() and "header" in text.lower()):
+        return RNAError(f"unreadable weights ({str(exc)[:160]})", where="model weights",
+                        fix="the .safetensors file is truncated or corrupt: re-download or re-save the model")
+    if isinstance(exc, (RuntimeError, AssertionError)) and ("CUDA" in str(exc) or "not compiled with" in str(exc)):
+        return RNAError(f"device not available ({str(exc)[:160]})", where="--device",
+                        fix="use --device cpu, or run where that accelerator exists")
+    return None
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

@@ -48,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
     """Validate inputs, load the probe and the model, and run :func:`rna_train.eval.auditrun.run_audit`."""
     from rna_train.commands.eval import load_questions
     from rna_train.eval.auditrun import AuditSpec, NoiseGiven, check_lists, noise_from_run, run_audit
+    from rna_train.eval.evaluate import check_output_folder
     from rna_train.eval.keywords import resolve_keywords
     from rna_train.eval.loading import load_for_eval
     from rna_train.eval.perturb import parse_position
     from rna_train.eval.probes import file_sha256
 
+    check_output_folder(args.out)
     questions = load_questions(args)
     spec = AuditSpec(layer=args.layer, perturb=args.perturb, position=parse_position(args.position),
                      scoring=args.scoring, alignment=args.alignment, max_rows=args.max_rows, target=args.target,

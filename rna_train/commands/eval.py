@@ -133,6 +133,9 @@ def run_text(args: argparse.Namespace) -> int:
     spec = TextSpec(n_chunks=args.chunks, suffix_tokens=args.suffix_tokens, head_tokens=args.head_tokens,
                     keywords_per_chunk=args.keywords_per_chunk, seed=args.seed, layer=args.layer,
                     batch_size=args.batch_size, confidence=args.confidence)
+    from rna_train.eval.evaluate import check_output_folder
+
+    check_output_folder(args.out)
     given = load_groups(args.group)
     texts = read_texts(args.text, args.text_field)
     baseline = load_baseline(args.baseline)
@@ -165,11 +168,13 @@ def run(args: argparse.Namespace) -> int:
     if args.text is not None:
         return run_text(args)
     from rna_theory.errors import check_probability
+    from rna_train.eval.evaluate import check_output_folder
     from rna_train.eval.loading import load_for_eval
     from rna_train.eval.probeeval import perturbation_plan, run_probe_eval
     from rna_train.eval.probes import file_sha256
     from rna_train.eval.scoring import parse_scorings
 
+    check_output_folder(args.out)
     questions = load_questions(args)
     scorings = parse_scorings(args.scoring)
     check_probability(args.confidence, "--confidence")

@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and log where it was written."""
+    from rna_train.eval.evaluate import check_output_folder
     from rna_train.eval.report import write_report
 
+    check_output_folder(args.out)
     md, page = write_report(args.runs, args.out, args.title)
     log.info("wrote %s and %s", md, page)
     return 0

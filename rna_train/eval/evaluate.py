@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rna_theory.errors import RNAError
 from rna_train.eval.metrics import summarize
 from rna_train.eval.perturb import PerturbedQuestion
 from rna_train.eval.probes import Question
@@ -92,3 +94,17 @@ def write_records(path: Path, records: Sequence[dict[str, Any]]) -> Path:
         for rec in records:
             handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return path
+
+
+def check_output_folder(path: Path | None, where: str = "--out") -> None:
+    """Refuse, before any model loads, an output folder that is a file or cannot be created."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RNAError("a file is in the way of the output folder", where=str(path),
+                       fix=f"give {where} a folder path (it is created if missing)")
+    parent = next((p for p in [path, *path.parents] if p.exists()), None)
+    if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK)):
+        raise RNAError("the output folder cannot be created or written here", where=str(path),
+                       fix=f"give {where} a folder on a writable filesystem")
