@@ -74,4 +74,6 @@ def run_probe_eval(model: Any, tokenizer: Any, questions: Sequence[Any], *, scor
         write_json(out / "eval.json", payload)
         write_records(out / "predictions.jsonl", records)
         log.info("wrote %s", out / "eval.json")
+    else:
+        log.info("nothing saved (no --out)")
     return payload
