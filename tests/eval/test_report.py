@@ -158,3 +158,54 @@ def test_ablation_keeps_probes_apart():
     rows = _ablation_rows([run("forget", 0.283, 0.0), run("retain", 0.944, 0.0), run("forget", 0.5, 0.1)])
     by_metric = {(r["metric"], r["nu"]): r["value"] for r in rows}
     assert by_metric == {("clean (forget)", 0.0): 0.283, ("clean (retain)", 0.0): 0.944, ("clean (forget)", 0.1): 0.5}
+
+
+def test_report_tables_match_hand_counts_from_the_predictions(runs):
+    """Every number of the evaluation, subject, effect and accuracy-figure tables, recomputed by hand
+    from the two runs' predictions.jsonl and audit.json."""
+    from rna_train.eval.report import _accuracy_rows, _effect_table, _eval_table, _subject_table, load_run
+
+    loaded = [load_run(r) for r in runs]
+    eval_rows = {(row[0], row[3]): row for row in _eval_table(loaded).rows}
+    subject = _subject_table(loaded)
+    accuracy = {(r["run"], r["condition"]): r["rate"] for r in _accuracy_rows(loaded)}
+    for run, folder in zip(loaded, runs, strict=True):
+        records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+        for scoring in ("loglik", "letter"):
+            clean = sum(r["clean"][scoring]["pred"] == r["answer"] for r in records)
+            pert = sum(r["perturbed"][scoring]["pred"] == r["answer"] for r in records)
+            same = sum(r["clean"][scoring]["pred"] == r["perturbed"][scoring]["pred"] for r in records)
+            row = eval_rows[(run.label, scoring)]
+            assert row[4].startswith(f"{clean / 12:.3f}") and row[5].startswith(f"{pert / 12:.3f}")
+            assert row[6].startswith(f"{same / 12:.3f}")
+        clean = sum(r["clean"]["loglik"]["pred"] == r["answer"] for r in records)
+        assert accuracy[(run.label, "clean")] == pytest.approx(clean / 12)
+        col = subject.headers.index(f"{run.label}: clean")
+        for row in subject.rows:
+            mine = [r for r in records if r["subject"] == row[0]]
+            k = sum(r["clean"]["loglik"]["pred"] == r["answer"] for r in mine)
+            assert row[col].endswith(f"({k}/{len(mine)})")
+        audit = json.loads((folder / "audit.json").read_text())
+        for eff in (e for e in _effect_table([run]).rows):
+            m = audit["keywords"][eff[1]]["measured"]
+            drop = m["clean_accuracy"]["rate"] - m["perturbed_accuracy"]["rate"]
+            assert float(eff[4]) == pytest.approx(drop, abs=5e-4)
+
+
+def test_audit_table_columns_read_the_right_fields(runs):
+    """Each audit-table column shows the field its header names (offset alignment, per keyword list)."""
+    from rna_train.eval.report import _audit_table, _fmt, load_run
+
+    for folder in runs:
+        run = load_run(folder)
+        table = _audit_table([run])
+        audit = json.loads((folder / "audit.json").read_text())
+        col = {h: i for i, h in enumerate(table.headers)}
+        for row in table.rows:
+            entry = audit["keywords"][row[col["keywords"]]]
+            est = entry["estimators"]["offset"]
+            assert row[col["eta"]] == _fmt(est["eta"]) and row[col["|mean shift|"]] == _fmt(est["mean_norm"])
+            assert row[col["d"]] == str(est["dim"]) and row[col["layer"]] == "0"
+            at_nu = entry["predicted"]["at_nu"] or {}
+            assert row[col["predicted certified (C6b)"]] == _fmt(at_nu.get("certified"))
+            assert row[col["tuner nu (C7)"]] == _fmt(entry["tuner"].get("recommended_nu"))
