@@ -257,6 +257,7 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
     cfg.method = {"name": name, **dataclasses.asdict(options)}
     method_cls.check_rna(options, cfg.rna.mode, options.layer if cfg.rna.layer is None else cfg.rna.layer)
     _check_latents_match(cfg)
+    _check_lengths(cfg)
     if cfg.model.name_or_path is None and cfg.model.from_config is None:
         raise RNAError("no model given", where="model.name_or_path",
                        fix="set model.name_or_path (Hub id or folder) or model.from_config")
@@ -282,17 +283,39 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
     return cfg, options
 
 
-def _hidden_size(model: ModelConfig) -> int | None:
-    """The model's hidden size from its config (``from_config`` or the folder's config.json), if readable."""
+def _model_config_value(model: ModelConfig, *keys: str) -> int | None:
+    """The first of ``keys`` in the model's config (``from_config`` or a local folder's config.json,
+    also under ``text_config``), if readable; nothing is downloaded."""
     import json
 
-    if model.from_config is not None:
-        return model.from_config.get("hidden_size")
+    data: dict[str, Any] = dict(model.from_config or {})
     path = Path(model.name_or_path or "") / "config.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data.get("hidden_size", (data.get("text_config") or {}).get("hidden_size"))
+    if model.from_config is None and path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    for source in (data, data.get("text_config") or {}):
+        for key in keys:
+            if isinstance(source.get(key), int):
+                return int(source[key])
+    return None
+
+
+def _hidden_size(model: ModelConfig) -> int | None:
+    """The model's hidden size, if its config is readable here."""
+    return _model_config_value(model, "hidden_size", "n_embd")
+
+
+def _check_lengths(cfg: RunConfig) -> None:
+    """Sequence lengths within the model's position window (GPT-2 would crash mid-run, Llama train past it)."""
+    window = _model_config_value(cfg.model, "max_position_embeddings", "n_positions")
+    if window is None:
+        return
+    longest = max([cfg.data.max_length] + [t.max_length for t in cfg.data.forget if t.max_length is not None])
+    if longest > window:
+        raise RNAError(f"max_length {longest} exceeds the model's position window {window}", where="data.max_length",
+                       fix=f"set data.max_length (and any data.forget.N.max_length) to at most {window}")
 
 
 def _check_latents_match(cfg: RunConfig) -> None:

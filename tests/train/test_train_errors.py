@@ -55,6 +55,7 @@ def _fails(tmp_path: Path, assets: dict[str, Path], overrides: list[str],
     (["data.min_length=30"], "data.forget.0.path", "min_length"),
     (["train.batch_size=3", "train.grad_accum=2"], "train.batch_size", "multiple"),
     (["model.dtype=fp8"], "model.dtype", "fp32"),
+    (["data.max_length=500"], "data.max_length", "position window 128"),
 ])
 def test_bad_config_values(overrides: list[str], where: str, hint: str, tmp_path: Path,
                            assets: dict[str, Path]) -> None:
