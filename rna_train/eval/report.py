@@ -328,6 +328,11 @@ def _examples(runs: Sequence[Run]) -> Block | None:
 
 # ----------------------------------------------------------------------------- figures
 
+def _legend_outside(ax: Any, fontsize: int) -> None:
+    """The legend to the right of the axes, so a dozen runs' entries never cover the curves."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -357,7 +362,7 @@ def _accuracy_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_xlabel("")
-    ax.legend(fontsize=8, loc="upper right")
+    _legend_outside(ax, 8)
     ax.tick_params(axis="x", labelrotation=15)
     return _png(fig)
 
@@ -406,7 +411,7 @@ def _histogram_figure(runs: Sequence[Run]) -> bytes | None:
         ax.set_xlim(-width, width)
         ax.set_title(f"{label}\n{kind} ({100 * (1 - inside.mean()):.2g}% beyond 5 eta)", fontsize=8)
         ax.set_xlabel("centred latent difference")
-        ax.legend(fontsize=6)
+        _legend_outside(ax, 6)
     fig.tight_layout()
     return _png(fig)
 
@@ -434,7 +439,7 @@ def _prediction_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_ylabel("P(prediction unchanged)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("predicted (lines) vs measured (dotted)", fontsize=9)
-    ax.legend(fontsize=6)
+    _legend_outside(ax, 6)
     if points:
         ax = axes[0, 1]
         for i, (run, kind, entry) in enumerate(points):
@@ -449,7 +454,7 @@ def _prediction_figure(runs: Sequence[Run]) -> bytes | None:
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("predicted at the run's nu")
         ax.set_ylabel("measured unchanged (95% CI)")
-        ax.legend(fontsize=6)
+        _legend_outside(ax, 6)
     fig.tight_layout()
     return _png(fig)
 
@@ -488,7 +493,7 @@ def _ablation_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_xlabel("RNA noise std nu")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    _legend_outside(ax, 7)
     return _png(fig)
 
 
@@ -509,7 +514,7 @@ def _metrics_figure(runs: Sequence[Run]) -> bytes | None:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend(fontsize=6)
+    _legend_outside(ax, 6)
     return _png(fig)
 
 
