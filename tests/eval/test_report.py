@@ -209,3 +209,26 @@ def test_audit_table_columns_read_the_right_fields(runs):
             at_nu = entry["predicted"]["at_nu"] or {}
             assert row[col["predicted certified (C6b)"]] == _fmt(at_nu.get("certified"))
             assert row[col["tuner nu (C7)"]] == _fmt(entry["tuner"].get("recommended_nu"))
+
+
+def test_figures_plot_the_runs_numbers(runs, monkeypatch):
+    """The prediction and loss figures draw exactly the audit's curves, the measured rates and the
+    metrics.jsonl values (the figure objects are inspected instead of their PNG)."""
+    import rna_train.eval.report as report
+
+    monkeypatch.setattr(report, "_png", lambda fig: fig)
+    loaded = [report.load_run(r) for r in runs]
+    fig = report._prediction_figure(loaded)
+    lines = fig.axes[0].lines
+    audit = json.loads((runs[0] / "audit.json").read_text())
+    curve = audit["keywords"]["bio"]["predicted"]["curve"]
+    assert list(lines[0].get_xdata()) == [c["nu"] for c in curve]
+    assert list(lines[0].get_ydata()) == [c["certified"] for c in curve]
+    assert list(lines[1].get_ydata()) == [c["first_order"] for c in curve]
+    assert list(lines[2].get_ydata()) == [audit["keywords"]["bio"]["measured"]["unchanged"]["rate"]] * 2
+    fig = report._metrics_figure(loaded)
+    rows = [json.loads(line) for line in (runs[1] / "metrics.jsonl").read_text().splitlines()]
+    drawn = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
+    label = loaded[1].label
+    assert drawn[f"{label}: forget"] == [r["forget"] for r in rows]
+    assert drawn[f"{label}: loss"] == [r["loss"] for r in rows]
