@@ -41,11 +41,23 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def check_local_path(path: str, where: str) -> None:
+    """A path that is clearly local (absolute, ``./``, ``~``, or more than one ``/``) must exist: otherwise
+    transformers reports it as a malformed Hub id or retries the network for a minute."""
+    import os
+
+    local = path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or (os.sep != "/" and os.sep in path)
+    if local and not os.path.exists(os.path.expanduser(path)):
+        raise RNAError(f"folder not found: {path}", where=where,
+                       fix="check the path (a Hub id has the form owner/name; this machine may not reach the Hub)")
+
+
 def load_tokenizer(path: str, *, gguf_file: str | None = None, trust_remote_code: bool = False,
                    revision: str | None = None) -> Any:
     """Load a tokenizer from a Hub id or folder and make sure it can pad (right side)."""
     from transformers import AutoTokenizer
 
+    check_local_path(path, "model.tokenizer")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -92,6 +104,8 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
     """
 
     torch_dtype = resolve_dtype(dtype)
+    if name_or_path is not None:
+        check_local_path(name_or_path, "model.name_or_path")
     if trust_remote_code:
         log.warning("trust_remote_code is on: code from %s will run on this machine", name_or_path)
     tok_path = tokenizer or name_or_path

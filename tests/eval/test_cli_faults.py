@@ -71,3 +71,10 @@ def test_a_full_disk_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     monkeypatch.setattr(methods, "run", full)
     assert main(["methods"]) == 2
     _one_line_error(capsys, "No space left on device", "/runs/x/model.safetensors", "free disk space")
+
+
+@pytest.mark.parametrize("path", ["/no/such/model", "./no-such-model", "runs/x/model"])
+def test_a_missing_local_model_folder_is_named_as_such(path: str, probe_file: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--model", path, "--probe", str(probe_file)]) == 2
+    _one_line_error(capsys, "folder not found", path)

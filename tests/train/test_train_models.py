@@ -87,7 +87,7 @@ def test_load_from_folder_dtype_and_remote_code_warning(tmp_path: Path, assets: 
     with caplog.at_level(logging.WARNING, logger="rna_train.models"):
         load_model(str(tmp_path / "m"), trust_remote_code=True)
     assert "trust_remote_code" in caplog.text
-    with pytest.raises(RNAError, match="cannot load a causal LM"):
+    with pytest.raises(RNAError, match="folder not found"):
         load_model(str(tmp_path / "missing"), tokenizer=str(assets["tokenizer"]))
 
 
