@@ -44,9 +44,22 @@ def save_snapshot(folder: Path, step: int, model: nn.Module, names: list[str]) -
     path = snapshot_path(folder, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(trainable_state(model, names), str(tmp))
-    tmp.replace(path)
+    try:
+        save_file(trainable_state(model, names), str(tmp))
+        tmp.replace(path)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        if is_io_error(exc):
+            raise RNAError(f"could not write snapshot step {step} ({exc})", where=str(path),
+                           fix="free disk space (or point output_dir elsewhere) and rerun with --resume") from exc
+        raise
     return path
+
+
+def is_io_error(exc: BaseException) -> bool:
+    """An operating-system write failure, also when a library wraps it (safetensors reports a full disk
+    as ``SafetensorError: ... I/O error: No space left on device (os error 28)``)."""
+    return isinstance(exc, OSError) or "I/O error" in str(exc) or "os error" in str(exc)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]
@@ -83,10 +96,13 @@ def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Op
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(directory)
-    except OSError as exc:
+    except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not is_io_error(exc):
+            raise
         previous = list_checkpoints(directory)
-        raise RNAError(f"could not write checkpoint step {step} ({exc.strerror or exc})", where=str(directory),
+        raise RNAError(f"could not write checkpoint step {step} ({getattr(exc, 'strerror', None) or exc})",
+                       where=str(directory),
                        fix="free disk space (or point output_dir elsewhere) and rerun with --resume; "
                            + (f"the previous checkpoint {previous[-1]} is intact" if previous
                               else "no earlier checkpoint exists")) from exc

@@ -96,6 +96,9 @@ def known_failure(exc: BaseException) -> RNAError | None:
                  errno.ENOENT: "check the path"}
         return RNAError(exc.strerror or str(exc), where=where, fix=fixes.get(exc.errno, "check the path and retry"))
     text = f"{type(exc).__name__}: {exc}"
+    if "No space left on device" in text or "os error 28" in text:
+        return RNAError(f"the disk is full ({str(exc)[:160]})", where="output folder",
+                        fix="free disk space (or point the output elsewhere), then resume / rerun")
     if "SafetensorError" in type(exc).__name__ or ("safetensors" in text.lower() and "header" in text.lower()):
         return RNAError(f"unreadable weights ({str(exc)[:160]})", where="model weights",
                         fix="the .safetensors file is truncated or corrupt: re-download or re-save the model")

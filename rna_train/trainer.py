@@ -562,26 +562,46 @@ def _finish(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: P
             cfg: config.RunConfig) -> None:
     """Save trainable weights, the final model and tokenizer, then write the DONE marker.
 
-    A layer-truncated run writes the source checkpoint with the trained tensors replaced.
+    A layer-truncated run writes the source checkpoint with the trained tensors replaced. Every file
+    is written under a temporary name and renamed; a failure (a full disk) removes the temporary
+    files, keeps the checkpoints (``--resume`` redoes only the saving) and writes no DONE.
     """
-    from safetensors.torch import save_file
-
-    trained = {n: state[n].detach().to("cpu").contiguous().clone() for n in prep.trainable}
-    save_file(trained, str(out / "trainable.safetensors"))
-    if cfg.train.save_model:
-        tmp = out / ".model.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        if prep.source_checkpoint is not None:
-            save_patched(prep.source_checkpoint, tmp, trained)
-        else:
-            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        prep.tokenizer.save_pretrained(tmp)
-        config.dump_yaml(cfg, tmp / "rna_config.yaml")
-        final = out / "model"
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+    try:
+        _save_final(out, model, state, prep, cfg)
+    except Exception as exc:
+        shutil.rmtree(out / ".model.tmp", ignore_errors=True)
+        (out / ".trainable.safetensors.tmp").unlink(missing_ok=True)
+        if not checkpoint.is_io_error(exc):
+            raise
+        kept = checkpoint.list_checkpoints(out / "checkpoints")
+        raise RNAError(f"could not write the final model ({exc})", where=str(out),
+                       fix="free disk space (or point output_dir elsewhere), then rerun with --resume"
+                           + (f" (from {kept[-1]})" if kept else "")) from exc
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     (out / DONE).write_text(json.dumps({"steps": cfg.train.steps, "trainable": prep.trainable}, indent=1))
     log.info("finished: %s", out)
+
+
+def _save_final(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: Prepared,
+                cfg: config.RunConfig) -> None:
+    """``trainable.safetensors`` and (``train.save_model``) the final ``model/`` folder, each renamed into place."""
+    from safetensors.torch import save_file
+
+    trained = {n: state[n].detach().to("cpu").contiguous().clone() for n in prep.trainable}
+    save_file(trained, str(out / ".trainable.safetensors.tmp"))
+    (out / ".trainable.safetensors.tmp").replace(out / "trainable.safetensors")
+    if not cfg.train.save_model:
+        return
+    tmp = out / ".model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if prep.source_checkpoint is not None:
+        save_patched(prep.source_checkpoint, tmp, trained)
+    else:
+        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    prep.tokenizer.save_pretrained(tmp)
+    config.dump_yaml(cfg, tmp / "rna_config.yaml")
+    final = out / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
