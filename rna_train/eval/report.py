@@ -244,8 +244,16 @@ def _eval_table(runs: Sequence[Run]) -> Block | None:
                                    "perturbed accuracy", "unchanged predictions", "perturbation"], rows=rows)
 
 
-def _audit_table(runs: Sequence[Run]) -> Block | None:
-    rows = []
+#: The audit's columns, split in two tables so each fits a screen with a dozen runs: the latent
+#: footprint (C1) and robustness, measured vs predicted (C6, C7).
+FOOTPRINT_HEADERS = ["run", "keywords", "layer", "alignment", "eta", "robust eta (MAD)", "top-1% coords variance share",
+                     "|mean shift|", "effective rank", "d", "Gaussianity"]
+ROBUSTNESS_HEADERS = ["run", "keywords", "measured unchanged", "nu", "predicted certified (C6b)",
+                      "predicted first-order", "tuner nu (C7)"]
+
+
+def _audit_tables(runs: Sequence[Run]) -> tuple[Block, Block] | None:
+    footprint, robustness = [], []
     for run in runs:
         if not run.audit:
             continue
@@ -254,22 +262,17 @@ def _audit_table(runs: Sequence[Run]) -> Block | None:
             est = entry["estimators"].get(alignment, {})
             gauss = est.get("gaussianity") or {}
             pred = (entry.get("predicted") or {}).get("at_nu") or {}
-            tuner = entry.get("tuner") or {}
-            rows.append([run.label, kind, str(run.audit["layer"]), alignment, _fmt(est.get("eta")),
-                         _fmt(est.get("robust_eta")), _fmt(est.get("top1pct_variance_share")),
-                         _fmt(est.get("mean_norm")), _fmt(est.get("effective_rank")),
-                         str(est.get("dim", "n/a")),
-                         "rejected" if gauss.get("rejected") else ("not rejected" if gauss else "n/a"),
-                         _rate(entry["measured"]["unchanged"]), _fmt(pred.get("nu")),
-                         _fmt(pred.get("certified")), _fmt(pred.get("first_order")),
-                         _fmt(tuner.get("recommended_nu"))])
-    if not rows:
+            footprint.append([run.label, kind, str(run.audit["layer"]), alignment, _fmt(est.get("eta")),
+                              _fmt(est.get("robust_eta")), _fmt(est.get("top1pct_variance_share")),
+                              _fmt(est.get("mean_norm")), _fmt(est.get("effective_rank")), str(est.get("dim", "n/a")),
+                              "rejected" if gauss.get("rejected") else ("not rejected" if gauss else "n/a")])
+            robustness.append([run.label, kind, _rate(entry["measured"]["unchanged"]), _fmt(pred.get("nu")),
+                               _fmt(pred.get("certified")), _fmt(pred.get("first_order")),
+                               _fmt((entry.get("tuner") or {}).get("recommended_nu"))])
+    if not footprint:
         return None
-    return Block("table", headers=["run", "keywords", "layer", "alignment", "eta", "robust eta (MAD)",
-                                   "top-1% coords variance share", "|mean shift|",
-                                   "effective rank", "d", "Gaussianity", "measured unchanged", "nu",
-                                   "predicted certified (C6b)", "predicted first-order", "tuner nu (C7)"],
-                 rows=rows)
+    return (Block("table", headers=FOOTPRINT_HEADERS, rows=footprint),
+            Block("table", headers=ROBUSTNESS_HEADERS, rows=robustness))
 
 
 def _effect_table(runs: Sequence[Run]) -> Block | None:
@@ -547,12 +550,13 @@ def build_blocks(runs: Sequence[Run], title: str) -> list[Block]:
     subjects = _subject_table(runs)
     if subjects:
         blocks += [Block("h2", "Accuracy per subject"), subjects]
-    audit = _audit_table(runs)
+    audit = _audit_tables(runs)
     if audit:
         blocks += [Block("h2", "Latent audit (Assumption 1, C1)"),
                    Block("p", "eta: isotropic std of the centred latent differences at the layer; "
                          "Gaussianity: tests on random 1-D projections (rejected = some projection is not "
-                         "Gaussian at the tests' level)."), audit]
+                         "Gaussian at the tests' level)."), audit[0],
+                   Block("h2", "Robustness: measured vs predicted (C6, C7)"), audit[1]]
     fig = _histogram_figure(runs)
     if fig:
         blocks += [Block("h2", "Latent differences vs. the fitted Gaussian"),

@@ -67,15 +67,23 @@ def training_info(config: dict[str, Any]) -> dict[str, Any]:
             schedule = f"{kind} {start:g}"
     chosen = (rna.get("auto") or {}).get("chosen") if rna else None
     auto = bool(chosen) or noise == "auto" or (isinstance(noise, dict) and noise.get("nu") == "auto")
+    seed = config.get("seed")
     return {"method": str(name) if name else None, "rna": mode, "nu": nu, "relative_to": relative,
-            "schedule": schedule, "auto": auto}
+            "schedule": schedule, "auto": auto, "seed": seed if isinstance(seed, int) else None}
 
 
 def run_label(info: dict[str, Any], fallback: str) -> str:
     """Human label such as ``rmu +RNA(nu=0.03)`` (target mode), ``rmu +RNA-input(nu=0.1 x rms)``,
-    ``npo +RNA(nu=linear 0.05->0)``, ``rmu +RNA(nu=0.4 auto)`` or ``rmu``; ``fallback`` when nothing is known."""
+    ``npo +RNA(nu=linear 0.05->0)``, ``rmu +RNA(nu=0.4 auto)`` or ``rmu``, plus `` seed N`` when the
+    config names its seed (runs of several seeds stay apart); ``fallback`` when nothing is known."""
     if not info.get("method"):
         return fallback
+    seed = f" seed {info['seed']}" if info.get("seed") is not None else ""
+    return _method_label(info) + seed
+
+
+def _method_label(info: dict[str, Any]) -> str:
+    """The method with its RNA mode and noise."""
     if info.get("rna") not in (None, "off"):
         rel = " x rms" if info.get("relative_to") == "rms" else ""
         if info.get("nu") is None:

@@ -194,14 +194,16 @@ def test_report_tables_match_hand_counts_from_the_predictions(runs):
 
 def test_audit_table_columns_read_the_right_fields(runs):
     """Each audit-table column shows the field its header names (offset alignment, per keyword list)."""
-    from rna_train.eval.report import _audit_table, _fmt, load_run
+    from rna_train.eval.report import _audit_tables, _fmt, load_run
 
     for folder in runs:
         run = load_run(folder)
-        table = _audit_table([run])
+        footprint, robustness = _audit_tables([run])
         audit = json.loads((folder / "audit.json").read_text())
-        col = {h: i for i, h in enumerate(table.headers)}
-        for row in table.rows:
+        assert [r[:2] for r in footprint.rows] == [r[:2] for r in robustness.rows]
+        assert len(footprint.headers) <= 11 and len(robustness.headers) <= 7  # each fits a screen
+        col = {h: i for i, h in enumerate(footprint.headers + robustness.headers[2:])}
+        for row in (f + r[2:] for f, r in zip(footprint.rows, robustness.rows, strict=True)):
             entry = audit["keywords"][row[col["keywords"]]]
             est = entry["estimators"]["offset"]
             assert row[col["eta"]] == _fmt(est["eta"]) and row[col["|mean shift|"]] == _fmt(est["mean_norm"])

@@ -20,6 +20,7 @@ from rna_train.eval.runinfo import find_config, read_config, run_label, training
     ({"method": {"name": "rmu"}, "rna": {"mode": "target", "noise": {"nu": 0.4, "kind": "constant"},
                                          "auto": {"chosen": {"nu": 0.4}}}}, 0.4, "absolute", "rmu +RNA(nu=0.4 auto)"),
     ({}, None, "absolute", "fallback"),
+    ({"seed": 2, "method": {"name": "npo"}, "rna": {"mode": "off"}}, 0.0, "absolute", "npo seed 2"),
 ])
 def test_training_info(config, nu, relative, label):
     info = training_info(config)
