@@ -103,12 +103,13 @@ def load_run(path: str | Path) -> Run:
     if ev is None and au is None:
         raise RNAError("no eval.json or audit.json in the run directory", where=str(path),
                        fix="run `rna eval --out DIR` or `rna audit --out DIR` first")
-    # an eval/audit folder inside a training run takes the run's config.yaml
+    # an eval/audit folder inside a training run takes the run's config.yaml and metrics.jsonl
     config = next((c for c in (path / "config.yaml", path.parent / "config.yaml") if c.is_file()), None)
     info = training_info(read_config(config)) if config else training_info({})
     label = (ev or {}).get("label") or run_label(info, path.name)
+    metrics = next((m for m in (path / "metrics.jsonl", path.parent / "metrics.jsonl") if m.is_file()), None)
     return Run(path, str(label), info, ev, au, _read_jsonl(path / "predictions.jsonl"),
-               _read_jsonl(path / "metrics.jsonl"))
+               _read_jsonl(metrics) if metrics else [])
 
 
 # ----------------------------------------------------------------------------- document model

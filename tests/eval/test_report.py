@@ -109,8 +109,10 @@ def test_eval_folder_inside_a_training_run_takes_its_config(runs, tmp_path):
         inner = tmp_path / f"seed-{seed}" / "eval-retain"
         shutil.copytree(runs[1], inner)
         (inner / "config.yaml").rename(inner.parent / "config.yaml")
+        (inner / "metrics.jsonl").rename(inner.parent / "metrics.jsonl")  # the trainer writes it there
     a, b = (load_run(tmp_path / f"seed-{s}" / "eval-retain") for s in (0, 1))
     assert a.label == b.label == "rmu +RNA(nu=0.05)" and a.nu == 0.05
+    assert len(a.metrics) == 5  # the training run's loss curves reach the report
     md, _ = write_report([a.path, b.path], tmp_path / "r")
     assert "rmu +RNA(nu=0.05) [seed-0/eval-retain]" in md.read_text()
 
