@@ -171,25 +171,29 @@ class World:
     forget_probe: list[Question]
     retain_probe: list[Question]
 
+    def _words(self, topics: Sequence[str], kind: str) -> list[str]:
+        """The ``kind`` words (``markers`` or ``context``) of ``topics``, in topic order."""
+        return [w for t in topics for w in getattr(self.topics[t], kind)]
+
     @property
     def triggers(self) -> list[str]:
         """Marker words of the forget topics (the keywords inserted in perturbed retain questions)."""
-        return [w for t in self.config.forget_topics for w in self.topics[t].markers]
+        return self._words(self.config.forget_topics, "markers")
 
     @property
     def control_words(self) -> list[str]:
         """Marker words of the control topic (neutral keywords, seen only in pretraining)."""
-        return list(self.topics[self.config.control_topic].markers)
+        return self._words([self.config.control_topic], "markers")
 
     @property
     def trigger_context(self) -> list[str]:
         """Context words of the forget topics (empty without context words)."""
-        return [w for t in self.config.forget_topics for w in self.topics[t].context]
+        return self._words(self.config.forget_topics, "context")
 
     @property
     def control_context(self) -> list[str]:
         """Context words of the control topic (seen only in pretraining; empty without context words)."""
-        return list(self.topics[self.config.control_topic].context)
+        return self._words([self.config.control_topic], "context")
 
     def vocabulary(self) -> list[str]:
         """Every word the generator can emit, in a fixed order (context words last, so adding them
