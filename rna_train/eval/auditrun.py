@@ -114,6 +114,7 @@ def run_audit(model: Any, tokenizer: Any, questions: Sequence[Any], keyword_list
     for kind, pairs in plans.items():
         check_known_keywords(tokenizer, [p.perturbation.keyword for p in pairs], f"--keywords {kind}")
     opts = {"batch_size": spec.batch_size, "max_length": spec.max_length}
+    log.info("audit: %d questions, %d keyword list(s), layer %d", len(questions), len(keyword_lists), spec.layer)
     clean = score_questions(model, tokenizer, questions, [spec.scoring], **opts)
     clean_pred = [c.prediction(spec.scoring) for c in clean]
     answers = [q.answer for q in questions]

@@ -247,6 +247,8 @@ def score_cells(model: Any, tokenizer: Any, items: Sequence[TextItem], groups: d
     latents: dict[str, list[list[np.ndarray]]] = {g: [[], []] for g in groups}
     score = shared_prefix_scores if shared_prefix else plain_scores
     fill = pad_id(tokenizer)
+    log.info("scoring %d chunks x %d inserted keywords each (%d groups)", n, int(mask.sum(axis=1).max(initial=0)),
+             len(groups))
     for i, item in enumerate(tqdm(items, desc="fragility", unit="chunk", disable=None)):
         cols = np.flatnonzero(mask[i])
         conts = [list(item.suffix_ids)] + [kw_ids[c] + list(item.suffix_ids) for c in cols]

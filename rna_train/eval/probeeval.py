@@ -59,6 +59,8 @@ def run_probe_eval(model: Any, tokenizer: Any, questions: Sequence[Any], *, scor
 
     if pairs:
         check_known_keywords(tokenizer, [p.perturbation.keyword for p in pairs], "--keywords")
+    log.info("scoring %d questions%s with %s", len(questions), " and their perturbed twins" if pairs else "",
+             ", ".join(scorings))
     results, records = evaluate(model, tokenizer, questions, scorings=scorings, pairs=pairs, batch_size=batch_size,
                                 max_length=max_length, ci_method=ci, confidence=confidence)
     for s, entry in results.items():
