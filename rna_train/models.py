@@ -112,8 +112,16 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
     if tok_path is None:
         raise RNAError("no tokenizer given", where="model.tokenizer",
                        fix="set model.tokenizer to a tokenizer folder when using model.from_config")
-    tok = load_tokenizer(tok_path, gguf_file=gguf_file if tokenizer is None else None,
-                         trust_remote_code=trust_remote_code, revision=revision)
+    try:
+        tok = load_tokenizer(tok_path, gguf_file=gguf_file if tokenizer is None else None,
+                             trust_remote_code=trust_remote_code, revision=revision)
+    except RNAError as exc:
+        if tokenizer is not None:
+            raise
+        # the tokenizer comes from the model's own folder or Hub id: name that, not model.tokenizer
+        raise RNAError(exc.what, where="model.name_or_path",
+                       fix="pass a local model folder, or a Hub id where the Hub is reachable "
+                           "(the tokenizer is read from the same place)") from None
     extra: dict[str, Any] = {}
     if attn_implementation:
         extra["attn_implementation"] = attn_implementation
