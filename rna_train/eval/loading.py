@@ -9,12 +9,19 @@ DTYPES = ("fp32", "bf16", "fp16", "fp64")
 
 
 def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    """``device`` if given (checked: it must exist here), else ``cuda`` when available, else ``cpu``."""
     import torch
 
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from rna_theory.errors import RNAError
+
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise RNAError(f"device {device!r} is not available here ({str(exc).splitlines()[0][:120]})",
+                       where="--device", fix="use --device cpu, or leave --device out to pick one") from None
+    return device
 
 
 def load_for_eval(path: str, dtype: str = "fp32", device: str | None = None) -> tuple[Any, Any]:
@@ -25,7 +32,8 @@ def load_for_eval(path: str, dtype: str = "fp32", device: str | None = None) -> 
     """
     from rna_train.models import load_model
 
+    target = pick_device(device)  # before the (slow) load
     model, tokenizer = load_model(path, dtype=dtype)
-    model.to(pick_device(device))
+    model.to(target)
     model.eval()
     return model, tokenizer

@@ -31,6 +31,7 @@ CASES: list[tuple[list[str], str]] = [
     (["eval", "--model", "{tmp}/no/such/model", "--probe", "{probe}"], "folder not found"),
     (["eval", "--model", "{model}", "--probe", "{probe}", "--sample", "0"], "--sample"),
     (["eval", "--model", "{model}", "--probe", "{probe}", "--out", "{tmp}/afile"], "a file is in the way"),
+    (["eval", "--model", "{model}", "--probe", "{probe}", "--device", "tpu9"], "--device"),
     (["audit", "--model", "{model}", "--probe", "{probe}", "--layer", "-1"], "layer"),
     (["audit", "--model", "{model}", "--probe", "{probe}", "--layer", "0", "--keywords", "bio", "bio"], "repeat"),
     (["report", "{tmp}/nothing-here", "--out", "{tmp}/r"], "nothing-here"),
