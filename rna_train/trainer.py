@@ -299,15 +299,11 @@ class _Run:
     optimizer: Any
     step: TrainStep
     out: Path
+    #: The trainable parameters by name (looked up once, read at every step).
+    params: dict[str, nn.Parameter]
     start: int = 0
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     skipped: int = 0
-
-    @property
-    def params(self) -> dict[str, nn.Parameter]:
-        """The trainable parameters by name."""
-        named = dict(self.model.named_parameters())
-        return {n: named[n] for n in self.prep.trainable}
 
 
 def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
@@ -343,7 +339,8 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
     step = TrainStep(prep.method, unwrapped, prep.rna, forward=wrapped, reference=prep.reference,
                      originals=originals, shared_layers=_shared_layers(prep) if single else 0, truncate=single,
                      head_chunk_bytes=int(t.head_chunk_mib * 2**20), accelerator=accelerator)
-    run = _Run(cfg, prep, accelerator, wrapped, unwrapped, optimizer, step, out)
+    run = _Run(cfg, prep, accelerator, wrapped, unwrapped, optimizer, step, out,
+               {n: params[n] for n in prep.trainable})
     _resume_and_record(run, resume)
     return run
 
