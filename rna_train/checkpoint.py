@@ -39,13 +39,13 @@ def snapshot_path(folder: Path, step: int) -> Path:
     return Path(folder) / f"step-{step:07d}.safetensors"
 
 
-def save_snapshot(folder: Path, step: int, model: nn.Module, names: list[str]) -> Path:
-    """Write the named parameters after ``step`` (atomically: a temporary file, then a rename)."""
+def save_snapshot(folder: Path, step: int, state: dict[str, torch.Tensor]) -> Path:
+    """Write the trainable tensors ``state`` after ``step`` (atomically: a temporary file, then a rename)."""
     path = snapshot_path(folder, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     try:
-        save_file(trainable_state(model, names), str(tmp))
+        save_file(state, str(tmp))
         tmp.replace(path)
     except Exception as exc:
         tmp.unlink(missing_ok=True)

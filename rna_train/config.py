@@ -45,6 +45,19 @@ class TrainableConfig:
 
 
 @dataclasses.dataclass
+class LoraConfig:
+    """Low-rank adapters (peft) on the selected matrices instead of updating them in full."""
+
+    rank: int = field(0, min=0, doc="0: train the selected matrices in full; r > 0: rank-r LoRA adapters on them")
+    alpha: float | None = field(None, gt=0, doc="adapter scale numerator: delta W = alpha / rank x B A "
+                                "(default 2 x rank)")
+    dropout: float = field(0.0, min=0, max=1, doc="dropout on the adapters' input")
+    save: str = field("merged", choices=("merged", "adapter"),
+                      doc="merged: model/ holds the merged weights; adapter: adapter/ holds a peft adapter "
+                          "of model.name_or_path (no model/)")
+
+
+@dataclasses.dataclass
 class ModelConfig:
     """The model to unlearn."""
 
@@ -58,6 +71,7 @@ class ModelConfig:
     revision: str | None = None
     attn_implementation: str | None = field(None, doc="eager | sdpa | flash_attention_2")
     trainable: TrainableConfig = field(TrainableConfig)
+    lora: LoraConfig = field(LoraConfig)
 
 
 @dataclasses.dataclass

@@ -22,6 +22,7 @@ from torch import nn
 
 from rna_theory.errors import RNAError
 from rna_train import arch
+from rna_train.lora import adapter_base
 from rna_train.truncated import drop_output_head, truncated_config
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,17 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         keep_layers: load only the embeddings and the first ``keep_layers`` decoder layers of a
             checkpoint (no untied output head): for losses that never read higher layers
             (:mod:`rna_train.truncated`).
+
+    A folder holding a peft adapter (``adapter_config.json``, e.g. a LoRA run's ``adapter/``) loads
+    its base model and merges the adapter into it.
     """
 
     torch_dtype = resolve_dtype(dtype)
     if name_or_path is not None:
         check_local_path(name_or_path, "model.name_or_path")
+        if from_config is None and (base := adapter_base(Path(name_or_path))) is not None:
+            return _with_adapter(name_or_path, base, tokenizer=tokenizer, dtype=dtype,
+                                 trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     if trust_remote_code:
         log.warning("trust_remote_code is on: code from %s will run on this machine", name_or_path)
     tok_path = tokenizer or name_or_path
@@ -140,6 +147,22 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         model = _pretrained(name_or_path, kwargs, gguf_file, keep_layers)
     model.config.use_cache = False
     arch.layer_prefix(model)  # fail now, with the supported list, on an unknown layout
+    return model, tok
+
+
+def _with_adapter(folder: str, base: str, **kwargs: Any) -> tuple[nn.Module, Any]:
+    """The base model an adapter folder names, with the adapter merged in (a plain model)."""
+    from peft import PeftModel
+
+    log.info("%s is an adapter of %s: loading the base model and merging the adapter", folder, base)
+    try:
+        model, tok = load_model(base, **kwargs)
+    except RNAError as exc:
+        raise RNAError(f"the adapter's base model could not be loaded: {exc.what}",
+                       where=f"{folder}/adapter_config.json",
+                       fix="set base_model_name_or_path there to the base model's folder") from None
+    model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    model.config.use_cache = False
     return model, tok
 
 

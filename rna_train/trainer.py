@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from rna_theory.errors import RNAError
-from rna_train import arch, checkpoint, config
+from rna_train import arch, checkpoint, config, lora
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Setup
@@ -140,6 +140,9 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
                                        tokenizer=tokenizer))
     layers = cfg.model.trainable.layers if cfg.model.trainable.layers is not None else method.default_layers()
     trainable = select_trainable(model, layers, cfg.model.trainable.patterns)
+    if m.lora.rank:
+        trainable = lora.inject(model, trainable, rank=m.lora.rank, alpha=m.lora.alpha, dropout=m.lora.dropout,
+                                seed=cfg.seed)
     method.validate(model, rna)
     reference, originals = None, None
     if method.needs_reference():
@@ -264,10 +267,11 @@ def _nonfinite(terms: dict[str, float], trainable: dict[str, nn.Parameter], acce
     return "loss or gradient on another process"
 
 
-def _check_distributed(t: config.TrainConfig, accelerator: Any, resume: bool) -> None:
+def _check_distributed(cfg: config.RunConfig, accelerator: Any, resume: bool) -> None:
     """Settings the distributed setup cannot honour, refused before anything is loaded."""
     from accelerate.utils import DistributedType
 
+    t = cfg.train
     procs = accelerator.num_processes
     if t.batch_size % (procs * t.grad_accum):
         raise RNAError(f"batch_size {t.batch_size} is not divisible by processes x grad_accum "
@@ -275,6 +279,9 @@ def _check_distributed(t: config.TrainConfig, accelerator: Any, resume: bool) ->
                        fix="make the global batch a multiple of num_processes * grad_accum")
     kind = accelerator.distributed_type
     if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        if cfg.model.lora.rank:
+            raise RNAError(f"LoRA is not supported under {kind} yet (merging sharded adapters)",
+                           where="model.lora.rank", fix="use DDP or one process with LoRA, or set model.lora.rank=0")
         if t.checkpoint_every or resume:
             raise RNAError(f"periodic checkpoints and --resume are not supported under {kind} yet (parameters "
                            "and optimizer state are sharded)", where="train.checkpoint_every",
@@ -320,7 +327,7 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
     if not accelerator.is_main_process:
         logging.getLogger("rna_train").setLevel(logging.WARNING)  # one copy of each log line
     t = cfg.train
-    _check_distributed(t, accelerator, resume)
+    _check_distributed(cfg, accelerator, resume)
     out = Path(cfg.output_dir)
     _check_output_dir(out, resume, cfg)
     single = accelerator.distributed_type == DistributedType.NO
@@ -405,7 +412,10 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
     if accelerator.is_main_process:
         _finish(run.out, run.model, state, prep, cfg)
     accelerator.wait_for_everyone()
-    return TrainResult(model=run.model, reference=prep.reference, trainable=prep.trainable, metrics=run.metrics,
+    trainable = prep.trainable
+    if lora.is_lora(run.model) and cfg.model.lora.save == "merged":
+        trainable = lora.unload(run.model)  # the returned model is plain, like the saved one
+    return TrainResult(model=run.model, reference=prep.reference, trainable=trainable, metrics=run.metrics,
                        output_dir=run.out, tokenizer=prep.tokenizer)
 
 
@@ -478,7 +488,9 @@ def _save_periodic(run: _Run, step: int) -> None:
     """Snapshots at ``train.snapshot_steps`` and checkpoints every ``train.checkpoint_every`` steps."""
     t, accelerator = run.cfg.train, run.accelerator
     if step + 1 in t.snapshot_steps and accelerator.is_main_process:
-        checkpoint.save_snapshot(run.out / "snapshots", step + 1, run.model, run.prep.trainable)
+        state = (lora.merged_weights(run.model) if lora.is_lora(run.model)
+                 else checkpoint.trainable_state(run.model, run.prep.trainable))
+        checkpoint.save_snapshot(run.out / "snapshots", step + 1, state)
     if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
         if accelerator.is_main_process:
             checkpoint.save(run.out / "checkpoints", step + 1, run.model, run.optimizer.optimizer, run.prep.trainable,
@@ -567,6 +579,7 @@ def _finish(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: P
         _save_final(out, model, state, prep, cfg)
     except Exception as exc:
         shutil.rmtree(out / ".model.tmp", ignore_errors=True)
+        shutil.rmtree(out / ".adapter.tmp", ignore_errors=True)
         (out / ".trainable.safetensors.tmp").unlink(missing_ok=True)
         if not checkpoint.is_io_error(exc):
             raise
@@ -575,19 +588,43 @@ def _finish(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: P
                        fix="free disk space (or point output_dir elsewhere), then rerun with --resume"
                            + (f" (from {kept[-1]})" if kept else "")) from exc
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    (out / DONE).write_text(json.dumps({"steps": cfg.train.steps, "trainable": prep.trainable}, indent=1))
+    (out / DONE).write_text(json.dumps({"steps": cfg.train.steps, "trainable": prep.trainable,
+                                        "lora": config.to_dict(cfg.model.lora) if cfg.model.lora.rank else None},
+                                       indent=1))
     log.info("finished: %s", out)
+
+
+def _save_adapter(out: Path, model: nn.Module, cfg: config.RunConfig) -> None:
+    """``adapter/``: the run's LoRA adapter in peft's format (loadable with ``rna eval OUT/adapter``)."""
+    tmp = out / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = cfg.model.name_or_path
+    lora.save_adapter(model, tmp, str(Path(base).resolve()) if base and Path(base).is_dir() else base)
+    config.dump_yaml(cfg, tmp / "rna_config.yaml")
+    shutil.rmtree(out / "adapter", ignore_errors=True)
+    tmp.rename(out / "adapter")
 
 
 def _save_final(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: Prepared,
                 cfg: config.RunConfig) -> None:
-    """``trainable.safetensors`` and (``train.save_model``) the final ``model/`` folder, each renamed into place."""
+    """``trainable.safetensors`` and (``train.save_model``) the final ``model/`` folder, each renamed into place.
+
+    A LoRA run saves the merged matrices under their original names (``model.lora.save=merged``), or
+    the adapter tensors and an ``adapter/`` folder instead of ``model/`` (``adapter``).
+    """
     from safetensors.torch import save_file
 
-    trained = {n: state[n].detach().to("cpu").contiguous().clone() for n in prep.trainable}
+    adapter = lora.is_lora(model) and cfg.model.lora.save == "adapter"
+    names = prep.trainable
+    if lora.is_lora(model) and not adapter:
+        state, names = lora.plain_state(model, state), lora.merged_names(model)
+    trained = {n: state[n].detach().to("cpu").contiguous().clone() for n in names}
     save_file(trained, str(out / ".trainable.safetensors.tmp"))
     (out / ".trainable.safetensors.tmp").replace(out / "trainable.safetensors")
     if not cfg.train.save_model:
+        return
+    if adapter:
+        _save_adapter(out, model, cfg)
         return
     tmp = out / ".model.tmp"
     if tmp.exists():
