@@ -155,6 +155,12 @@ class TrainConfig:
                             "over all processes and accumulation micro-steps")
     grad_accum: int = field(1, min=1)
     lr: float = field(5e-5, gt=0)
+    lr_schedule: str = field("constant", choices=("constant", "linear", "cosine", "cosine_with_restarts",
+                                                  "polynomial", "inverse_sqrt"),
+                             doc="learning-rate schedule over train.steps (transformers.get_scheduler)")
+    warmup_steps: int = field(0, min=0, doc="linear warm-up from 0 to train.lr over this many steps")
+    gradient_checkpointing: bool = field(False, doc="recompute decoder layers in the backward pass instead of "
+                                         "keeping their activations (less memory, about one more forward)")
     weight_decay: float = field(0.0, min=0)
     betas: list[float] = field([0.9, 0.999])
     eps: float = field(1e-8, gt=0)
@@ -283,6 +289,9 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
     if cfg.data.min_length > min(lengths):
         raise RNAError(f"min_length {cfg.data.min_length} exceeds max_length {min(lengths)}",
                        where="data.min_length", fix="lower data.min_length")
+    if cfg.train.warmup_steps > cfg.train.steps:
+        raise RNAError(f"warmup_steps {cfg.train.warmup_steps} exceeds train.steps {cfg.train.steps}",
+                       where="train.warmup_steps", fix="set train.warmup_steps to at most train.steps")
     late = [s for s in cfg.train.snapshot_steps if s > cfg.train.steps]
     if late:
         raise RNAError(f"snapshot steps {late} are after the last step {cfg.train.steps}", where="train.snapshot_steps",

@@ -322,6 +322,27 @@ def select_trainable(model: nn.Module, layers: Iterable[int], patterns: Sequence
     return sorted(chosen)
 
 
+def enable_checkpointing(model: nn.Module, *, dropout: bool) -> None:
+    """Recompute each decoder layer in the backward pass (non-reentrant ``torch.utils.checkpoint``).
+
+    transformers checkpoints a layer only while it is in training mode; without ``dropout`` only
+    the decoder-layer modules themselves are flagged as training, so every dropout below them stays
+    off (the model otherwise trains in eval mode). RNA's hooks sit outside the checkpointed forward
+    and fire once.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise RNAError(f"{type(model).__name__} does not support gradient checkpointing",
+                       where="train.gradient_checkpointing", fix="set train.gradient_checkpointing=false")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name is deprecated there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if not dropout:
+        for layer in arch.decoder_layers(model):
+            layer.training = True
+
+
 def frozen_copy(model: nn.Module) -> nn.Module:
     """A deep copy with every parameter frozen, in eval mode: the original-weights reference."""
     ref = copy.deepcopy(model)

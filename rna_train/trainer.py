@@ -32,7 +32,14 @@ from rna_train import arch, checkpoint, config, lora
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Setup
-from rna_train.models import frozen_copy, load_model, load_tokenizer, original_values, select_trainable
+from rna_train.models import (
+    enable_checkpointing,
+    frozen_copy,
+    load_model,
+    load_tokenizer,
+    original_values,
+    select_trainable,
+)
 from rna_train.refcache import ReferenceCache, length_sorted_chunks
 from rna_train.rna import RNA, step_seed
 from rna_train.step import Counts, TrainStep
@@ -157,7 +164,7 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
 
 #: Settings a resumed run may change: they do not affect the trained weights.
 RESUMABLE_CHANGES = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.save_model", "train.snapshot_steps"}
+                     "train.save_model", "train.snapshot_steps", "train.gradient_checkpointing"}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -210,6 +217,14 @@ def environment(accelerator: Any) -> dict[str, Any]:
         "distributed_type": str(accelerator.distributed_type),
         "mixed_precision": accelerator.mixed_precision, "git_commit": _git_commit(), "argv": sys.argv,
     }
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, t: config.TrainConfig) -> Any:
+    """``train.lr_schedule`` with ``train.warmup_steps`` over ``train.steps`` (``transformers.get_scheduler``)."""
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if t.lr_schedule == "constant" and t.warmup_steps else t.lr_schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.steps)
 
 
 def _micro_batches(indices: list[int], rank: int, processes: int, accum: int) -> list[list[int]]:
@@ -308,6 +323,8 @@ class _Run:
     out: Path
     #: The trainable parameters by name (looked up once, read at every step).
     params: dict[str, nn.Parameter]
+    #: The learning-rate schedule, stepped once per step (also a skipped one): lr is a function of the step.
+    scheduler: Any
     start: int = 0
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     skipped: int = 0
@@ -340,14 +357,17 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
         prep.reference.to(accelerator.device)
     originals = ({n: v.to(accelerator.device) for n, v in prep.originals.items()}
                  if prep.originals is not None else None)
+    scheduler = _scheduler(optimizer, t)
     prep.model.train(t.dropout)
+    if t.gradient_checkpointing:
+        enable_checkpointing(prep.model, dropout=t.dropout)
     wrapped, optimizer = accelerator.prepare(prep.model, optimizer)
     unwrapped = accelerator.unwrap_model(wrapped)
     step = TrainStep(prep.method, unwrapped, prep.rna, forward=wrapped, reference=prep.reference,
                      originals=originals, shared_layers=_shared_layers(prep) if single else 0, truncate=single,
                      head_chunk_bytes=int(t.head_chunk_mib * 2**20), accelerator=accelerator)
     run = _Run(cfg, prep, accelerator, wrapped, unwrapped, optimizer, step, out,
-               {n: params[n] for n in prep.trainable})
+               {n: params[n] for n in prep.trainable}, scheduler)
     _resume_and_record(run, resume)
     return run
 
@@ -358,6 +378,8 @@ def _resume_and_record(run: _Run, resume: bool) -> None:
     if resume and (found := checkpoint.list_checkpoints(ckpt_dir)):
         meta = checkpoint.load(found[-1], run.model, run.optimizer, run.prep.trainable)
         run.start = int(meta["step"])
+        if "scheduler" in meta:
+            run.scheduler.load_state_dict(meta["scheduler"])
         log.info("resuming from %s (step %d)", found[-1], run.start)
     elif resume:
         log.warning("--resume: no checkpoint in %s, starting from step 0", ckpt_dir)
@@ -397,10 +419,10 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         topic, forget, retain, counts = _step_batches(run, step)
         with _out_of_memory_advice(cfg, step):
             terms = run.step(step, topic, forget, retain, counts)
-        if not _update(run, step, terms):
-            continue
-        row = _record(run, step, topic, terms)
-        bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "forget", "retain") if k in row})
+        if _update(run, step, terms):
+            row = _record(run, step, topic, terms)
+            bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "forget", "retain") if k in row})
+        run.scheduler.step()
         _save_periodic(run, step)
     bar.close()
     accelerator.wait_for_everyone()
@@ -472,7 +494,7 @@ def _record(run: _Run, step: int, topic: int, terms: dict[str, float]) -> dict[s
                                     reduction="mean").tolist()
     row: dict[str, Any] = {"step": step + 1, "topic": run.prep.forget[topic].name,
                            **{k: float(v) for k, v in zip(keys, values, strict=True)},
-                           "lr": t.lr, "nu": run.prep.rna.nu(step)}
+                           "lr": run.scheduler.get_last_lr()[0], "nu": run.prep.rna.nu(step)}
     if grad_norm is not None:
         row["grad_norm"] = grad_norm
     run.metrics.append(row)
@@ -494,7 +516,8 @@ def _save_periodic(run: _Run, step: int) -> None:
     if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
         if accelerator.is_main_process:
             checkpoint.save(run.out / "checkpoints", step + 1, run.model, run.optimizer.optimizer, run.prep.trainable,
-                            {"seed": run.cfg.seed, "rng": "stateless: seeded from (seed, step, process)"},
+                            {"seed": run.cfg.seed, "rng": "stateless: seeded from (seed, step, process)",
+                             "scheduler": run.scheduler.state_dict()},
                             t.keep_checkpoints)
         accelerator.wait_for_everyone()
 
