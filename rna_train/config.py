@@ -159,6 +159,8 @@ class TrainConfig:
                                                   "polynomial", "inverse_sqrt"),
                              doc="learning-rate schedule over train.steps (transformers.get_scheduler)")
     warmup_steps: int = field(0, min=0, doc="linear warm-up from 0 to train.lr over this many steps")
+    tracker: str = field("auto", choices=("auto", "none", "tensorboard", "wandb", "trackio", "mlflow"),
+                         doc="experiment tracker through accelerate (auto: TensorBoard when installed, else none)")
     gradient_checkpointing: bool = field(False, doc="recompute decoder layers in the backward pass instead of "
                                          "keeping their activations (less memory, about one more forward)")
     weight_decay: float = field(0.0, min=0)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from rna_theory.errors import RNAError
-from rna_train import arch, checkpoint, config, lora
+from rna_train import arch, checkpoint, config, lora, tracking
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Setup
@@ -164,7 +164,8 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
 
 #: Settings a resumed run may change: they do not affect the trained weights.
 RESUMABLE_CHANGES = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.save_model", "train.snapshot_steps", "train.gradient_checkpointing"}
+                     "train.save_model", "train.snapshot_steps", "train.gradient_checkpointing",
+                     "train.tracker"}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -340,7 +341,9 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
     # Several runs in one Python process (tests, notebooks) may use different precisions; the
     # distributed part of accelerate's state (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    tracker = tracking.resolve(cfg.train.tracker)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=tracker,
+                              project_dir=cfg.output_dir)
     if not accelerator.is_main_process:
         logging.getLogger("rna_train").setLevel(logging.WARNING)  # one copy of each log line
     t = cfg.train
@@ -369,6 +372,9 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
     run = _Run(cfg, prep, accelerator, wrapped, unwrapped, optimizer, step, out,
                {n: params[n] for n in prep.trainable}, scheduler)
     _resume_and_record(run, resume)
+    if tracker is not None:
+        accelerator.init_trackers(tracking.project_name(tracker),
+                                  config=tracking.hyperparameters(config.to_dict(cfg)))
     return run
 
 
@@ -425,6 +431,8 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         run.scheduler.step()
         _save_periodic(run, step)
     bar.close()
+    for tracker in accelerator.trackers:  # (not end_training(): it also destroys the process group)
+        tracker.finish()
     accelerator.wait_for_everyone()
     # get_state_dict gathers sharded weights; the full dict is only needed to save the model.
     sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
@@ -501,6 +509,7 @@ def _record(run: _Run, step: int, topic: int, terms: dict[str, float]) -> dict[s
     if accelerator.is_main_process:
         with (run.out / "metrics.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+    accelerator.log(tracking.numeric(row), step=step + 1)
     if (step + 1) % t.log_every == 0:
         log.info("step %d/%d %s", step + 1, t.steps, " ".join(f"{k}={row[k]:.4g}" for k in keys))
     return row
