@@ -79,10 +79,15 @@ class CorpusConfig:
     """One corpus: files, the field holding the text, and an optional cap on documents."""
 
     name: str = "retain"
-    path: list[str] = field([], doc="file(s) or save_to_disk folder(s)")
+    path: list[str] = field([], doc="file(s), save_to_disk folder(s), folders of data files or Hub dataset ids")
     text_field: str = "text"
-    format: str = field("auto", choices=("auto", "jsonl", "json", "parquet", "text", "disk"))
-    split: str | None = None
+    format: str = field("auto", choices=("auto", "jsonl", "json", "parquet", "text", "disk", "csv", "hub"),
+                        doc="auto: by suffix; a folder without save_to_disk files or an owner/name id is hub "
+                            "(datasets.load_dataset)")
+    split: str | None = field(None, doc="split of a save_to_disk DatasetDict or a load_dataset source (default train)")
+    subset: str | None = field(None, doc="configuration name of a load_dataset source (e.g. bio-forget-corpus)")
+    streaming: bool = field(False, doc="load_dataset sources: stream the first `limit` documents instead of "
+                            "downloading the corpus")
     limit: int | None = field(None, min=1)
 
 

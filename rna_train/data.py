@@ -1,8 +1,9 @@
 """Forget and retain corpora: reading, tokenising, deterministic batching and padding.
 
-Corpora come from local JSONL / JSON / Parquet / text files or ``datasets`` folders saved with
-``save_to_disk``; every problem (unreadable line, missing text field, nothing left after length
-filtering) is an :class:`RNAError` raised while loading, before any training step.
+Corpora come from local JSONL / JSON / Parquet / CSV / text files, ``datasets`` folders saved with
+``save_to_disk``, or anything ``datasets.load_dataset`` reads (Hub ids, folders of data files);
+every problem (unreadable line, missing text field, nothing left after length filtering) is an
+:class:`RNAError` raised while loading, before any training step.
 
 Batches are chosen by a pure function of ``(seed, corpus, step)``: a run resumed from a checkpoint
 or split over several processes sees exactly the samples an uninterrupted single-process run sees.
@@ -25,7 +26,7 @@ from rna_theory.errors import RNAError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "jsonl", "json", "parquet", "text", "disk")
+FORMATS = ("auto", "jsonl", "json", "parquet", "text", "disk", "csv", "hub")
 TRUNCATION_SIDES = ("right", "left")
 
 
@@ -33,10 +34,17 @@ def _format_of(path: Path, fmt: str) -> str:
     if fmt != "auto":
         return fmt
     if path.is_dir():
-        return "disk"
+        saved = any((path / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+        return "disk" if saved else "hub"
     suffix = path.suffix.lower()
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
             ".txt": "text", ".text": "text", ".md": "text"}.get(suffix, "text")
+
+
+def _looks_like_hub_id(path: str | Path) -> bool:
+    """``owner/name`` with no file suffix: a Hub dataset id rather than a missing local file."""
+    parts = str(path).split("/")
+    return len(parts) == 2 and all(parts) and not Path(parts[1]).suffix and not str(path).startswith(".")
 
 
 def _field(record: Any, field: str, where: str) -> str:
@@ -75,54 +83,72 @@ def utf8_text(path: Path) -> str:
         raise RNAError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path), fix=_UTF8_FIX) from None
 
 
-def read_texts(path: str | Path, text_field: str = "text", *, fmt: str = "auto",
-               split: str | None = None) -> list[str]:
-    """Read the documents of one file or saved dataset as strings.
+def read_texts(path: str | Path, text_field: str = "text", *, fmt: str = "auto", split: str | None = None,
+               subset: str | None = None, streaming: bool = False, limit: int | None = None) -> list[str]:
+    """Read the documents of one file, saved dataset or ``datasets`` source as strings.
 
     Formats: ``jsonl`` (one object per line; errors name ``file:line``), ``json`` (a list of
     objects), ``parquet``, ``text`` (one document per non-empty line), ``disk`` (a folder written
-    by ``datasets.save_to_disk``; ``split`` picks from a ``DatasetDict``, default ``train``).
+    by ``datasets.save_to_disk``; ``split`` picks from a ``DatasetDict``, default ``train``),
+    ``csv`` and ``hub`` (:func:`read_dataset`: a Hub id or a local folder of data files through
+    ``datasets.load_dataset``). ``auto`` picks by suffix; a folder without ``save_to_disk``
+    metadata and a path that does not exist but looks like ``owner/name`` are ``hub``.
     """
-    path = Path(path)
     if fmt not in FORMATS:
         raise RNAError(f"unknown format {fmt!r}", where=str(path), fix=f"use one of {', '.join(FORMATS)}")
+    kind = _format_of(Path(path), fmt) if fmt != "auto" or Path(path).exists() or not _looks_like_hub_id(path) \
+        else "hub"
+    if kind in ("hub", "csv"):
+        return read_dataset(str(path), text_field, split=split, subset=subset, streaming=streaming, limit=limit,
+                            builder="csv" if kind == "csv" else None)
+    path = Path(path)
     if not path.exists():
         raise RNAError("file not found", where=str(path), fix="check the corpus path")
-    kind = _format_of(path, fmt)
-    if kind == "jsonl":
-        texts = []
-        for lineno, line in utf8_lines(path):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RNAError(f"malformed JSON ({exc.msg} at column {exc.colno})", where=where,
-                               fix="write one valid JSON object per line") from None
-            texts.append(_field(record, text_field, where))
-        return texts
-    if kind == "json":
-        try:
-            records = json.loads(utf8_text(path))
-        except json.JSONDecodeError as exc:
-            raise RNAError(f"malformed JSON ({exc.msg})", where=f"{path}:{exc.lineno}",
-                           fix="write a JSON list of objects (or use .jsonl)") from None
-        if not isinstance(records, list):
-            raise RNAError("expected a JSON list of objects", where=str(path),
-                           fix="wrap the records in [...]")
-        return [_field(r, text_field, f"{path}[{i}]") for i, r in enumerate(records)]
-    if kind == "text":
-        return [line.rstrip("\n") for line in utf8_text(path).splitlines() if line.strip()]
-    if kind == "parquet":
-        import pyarrow.parquet as pq
+    return _READERS[kind](path, text_field, split)
 
-        names = pq.read_schema(path).names
-        if text_field not in names:
-            raise RNAError(f"missing text field {text_field!r} (columns: {names})", where=str(path),
-                           fix="set text_field to a string column")
-        column = pq.read_table(path, columns=[text_field]).column(text_field).to_pylist()
-        return [_check_str(v, text_field, f"{path}[{i}]") for i, v in enumerate(column)]
+
+def _read_jsonl(path: Path, text_field: str, _split: str | None) -> list[str]:
+    texts = []
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RNAError(f"malformed JSON ({exc.msg} at column {exc.colno})", where=where,
+                           fix="write one valid JSON object per line") from None
+        texts.append(_field(record, text_field, where))
+    return texts
+
+
+def _read_json(path: Path, text_field: str, _split: str | None) -> list[str]:
+    try:
+        records = json.loads(utf8_text(path))
+    except json.JSONDecodeError as exc:
+        raise RNAError(f"malformed JSON ({exc.msg})", where=f"{path}:{exc.lineno}",
+                       fix="write a JSON list of objects (or use .jsonl)") from None
+    if not isinstance(records, list):
+        raise RNAError("expected a JSON list of objects", where=str(path), fix="wrap the records in [...]")
+    return [_field(r, text_field, f"{path}[{i}]") for i, r in enumerate(records)]
+
+
+def _read_text(path: Path, _field_name: str, _split: str | None) -> list[str]:
+    return [line.rstrip("\n") for line in utf8_text(path).splitlines() if line.strip()]
+
+
+def _read_parquet(path: Path, text_field: str, _split: str | None) -> list[str]:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    if text_field not in names:
+        raise RNAError(f"missing text field {text_field!r} (columns: {names})", where=str(path),
+                       fix="set text_field to a string column")
+    column = pq.read_table(path, columns=[text_field]).column(text_field).to_pylist()
+    return [_check_str(v, text_field, f"{path}[{i}]") for i, v in enumerate(column)]
+
+
+def _read_disk(path: Path, text_field: str, split: str | None) -> list[str]:
     import datasets
 
     try:
@@ -139,6 +165,50 @@ def read_texts(path: str | Path, text_field: str = "text", *, fmt: str = "auto",
         raise RNAError(f"missing text field {text_field!r} (columns: {ds.column_names})", where=str(path),
                        fix="set text_field to a string column")
     return [_check_str(v, text_field, f"{path}[{i}]") for i, v in enumerate(ds[text_field])]
+
+
+_READERS = {"jsonl": _read_jsonl, "json": _read_json, "text": _read_text, "parquet": _read_parquet,
+            "disk": _read_disk}
+
+
+def read_dataset(source: str, text_field: str = "text", *, split: str | None = None, subset: str | None = None,
+                 streaming: bool = False, limit: int | None = None, builder: str | None = None) -> list[str]:
+    """Documents through ``datasets.load_dataset``: a Hub id, a local folder of data files, or a CSV file.
+
+    ``split`` defaults to ``train``; ``subset`` is the dataset's configuration name. ``streaming``
+    reads only the first ``limit`` documents (required then) instead of downloading the corpus.
+    Offline, datasets uses its cache (``HF_DATASETS_OFFLINE=1``); a failure names the source.
+    """
+    import datasets
+
+    if streaming and limit is None:
+        raise RNAError("streaming reads the first `limit` documents, and no limit is set", where=source,
+                       fix="set the corpus' limit (e.g. limit: 10000), or streaming: false")
+    name = split or "train"
+    kwargs: dict[str, Any] = {"split": name, "streaming": streaming}
+    if subset:
+        kwargs["name"] = subset
+    if builder:
+        kwargs["data_files"] = source
+    try:
+        ds = datasets.load_dataset(builder or source, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise RNAError(f"datasets.load_dataset could not read {source!r} (split {name!r}"
+                       f"{f', subset {subset!r}' if subset else ''}): {detail}", where=source,
+                       fix="check the id or path, subset and split; without network set HF_DATASETS_OFFLINE=1 "
+                           "to read the local cache, or pass a local file") from None
+    columns = ds.column_names
+    if columns is not None and text_field not in columns:
+        raise RNAError(f"missing text field {text_field!r} (columns: {columns})", where=source,
+                       fix="set text_field to a string column")
+    if not streaming:
+        ds = ds.select(range(min(limit, len(ds)))) if limit is not None else ds
+        return [_check_str(v, text_field, f"{source}[{i}]") for i, v in enumerate(ds[text_field])]
+    texts = []
+    for i, record in enumerate(ds.take(limit)):
+        texts.append(_field(record, text_field, f"{source}[{i}]"))
+    return texts
 
 
 def _check_str(value: Any, field: str, where: str) -> str:
@@ -195,15 +265,16 @@ def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.
 
 def load_corpus(name: str, paths: str | Sequence[str], tokenizer: Any, *, text_field: str = "text",
                 fmt: str = "auto", split: str | None = None, max_length: int, min_length: int = 1,
-                truncation_side: str = "right", limit: int | None = None,
-                where: str = "data") -> Corpus:
+                truncation_side: str = "right", limit: int | None = None, subset: str | None = None,
+                streaming: bool = False, where: str = "data") -> Corpus:
     """Read, tokenise and length-filter one corpus; an empty result is an :class:`RNAError`."""
     files = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not files:
         raise RNAError("no files given", where=f"{where}.path", fix="set path to a file or a list of files")
     texts: list[str] = []
     for f in files:
-        texts.extend(t for t in read_texts(f, text_field, fmt=fmt, split=split) if t.strip())
+        texts.extend(t for t in read_texts(f, text_field, fmt=fmt, split=split, subset=subset, streaming=streaming,
+                                           limit=limit) if t.strip())
     if limit is not None:
         texts = texts[:limit]
     if not texts:

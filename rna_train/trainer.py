@@ -87,13 +87,15 @@ def _load_data(cfg: config.RunConfig, tokenizer: Any,
     d = cfg.data
     common = {"min_length": d.min_length, "truncation_side": d.truncation_side}
     forget = [load_corpus(t.name, t.path, tokenizer, text_field=t.text_field, fmt=t.format, split=t.split,
-                          limit=t.limit, where=f"data.forget.{i}", max_length=t.max_length or d.max_length, **common)
+                          subset=t.subset, streaming=t.streaming, limit=t.limit, where=f"data.forget.{i}",
+                          max_length=t.max_length or d.max_length, **common)
               for i, t in enumerate(d.forget)]
     retain = None
     if needs_retain:
         r = d.retain
         retain = load_corpus(r.name, r.path, tokenizer, text_field=r.text_field, fmt=r.format, split=r.split,
-                             limit=r.limit, where="data.retain", max_length=d.max_length, **common)
+                             subset=r.subset, streaming=r.streaming, limit=r.limit, where="data.retain",
+                             max_length=d.max_length, **common)
     return forget, retain
 
 
