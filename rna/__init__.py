@@ -12,6 +12,8 @@
   next-token NLL and top-1 after one inserted word, with intervals, and the excess over a baseline.
 * :func:`audit`: the latent audit on a multiple-choice probe (``rna audit``).
 * :func:`tune`: the noise scale from the bounds (``rna tune``), from a latents file or from margins.
+* :func:`sweep`: a resumable grid of runs (``rna sweep``): list values are axes, scalars fixed;
+  returns the summary (per point, mean and 95 % interval over seeds of the chosen metrics).
 
 Models may be given as a folder (loaded once, with its tokenizer) or as a loaded ``(model, tokenizer)``.
 """
@@ -27,7 +29,7 @@ from typing import Any
 
 from rna_theory.errors import RNAError
 
-__all__ = ["RNAError", "UnlearnResult", "audit", "evaluate", "tune", "unlearn"]
+__all__ = ["RNAError", "UnlearnResult", "audit", "evaluate", "sweep", "tune", "unlearn"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,25 @@ def unlearn(config: str | Path | Mapping[str, Any], *, overwrite: bool = False, 
     result = train(cfg, options, resume=resume,
                    model_and_tokenizer=(model, tokenizer) if model is not None else None)
     return UnlearnResult(result.model, result.tokenizer, result.metrics, result.output_dir, cfg)
+
+
+def sweep(config: str | Path | Mapping[str, Any], out: str | Path, *, metrics: Sequence[str] = ("loss",),
+          over: str = "seed", last: int = 1, **grid: Any) -> dict[str, Any]:
+    """Train a grid of runs (``rna sweep``) and return its summary.
+
+    ``grid``: dotted keys with ``__`` for the dots; a list value is an axis
+    (``rna__noise__nu=[0.01, 0.03], seed=[0, 1, 2]``), anything else a fixed override. Rerunning with
+    the same grid skips finished runs and resumes a started one.
+    """
+    import json
+
+    from rna_train.sweep import run_sweep
+
+    items = [f"{key.replace('__', '.')}="
+             + (",".join(json.dumps(v) for v in value) if isinstance(value, (list, tuple)) else json.dumps(value))
+             for key, value in grid.items()]
+    return run_sweep(config if isinstance(config, (str, Path)) else dict(config), items, out, metrics=metrics,
+                     over=over, last=last)
 
 
 def _loaded(model: Any, tokenizer: Any, dtype: str = "fp32", device: str | None = None) -> tuple[Any, Any]:

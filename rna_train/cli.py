@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "theory": ("rna_theory.commands.theory", "check the theory's claims numerically"),
     "tune": ("rna_theory.commands.tune", "recommend the RNA noise scale from predicted bounds"),
     "unlearn": ("rna_train.commands.unlearn", "unlearn forget corpora from a causal LM, optionally with RNA"),
+    "sweep": ("rna_train.commands.sweep", "a grid of unlearning runs (keys x seeds), resumable, with a summary"),
     "methods": ("rna_train.commands.methods", "list unlearning methods with their options and defaults"),
     "eval": ("rna_train.commands.eval", "multiple-choice accuracy, clean and keyword-perturbed"),
     "audit": ("rna_train.commands.audit", "latent audit of Assumption 1, predicted vs. measured robustness"),

@@ -1,0 +1,261 @@
+"""Grids of unlearning runs: ``key=v1,v2,...`` overrides x seeds, resumable, summarised with intervals.
+
+A sweep folder holds ``sweep.json`` (the grid, fixed at the first invocation), one run folder per
+grid point under ``runs/`` (``key=value,key=value``), ``summary.json``, ``summary.md`` and
+``summary.png``. Every point's config is loaded and validated before the first run starts; a run
+with ``DONE`` is skipped, a started one is resumed from its last checkpoint, so an interrupted
+sweep continues where it stopped. A run that fails with a known error is recorded in the summary
+and the sweep goes on. Metrics are the mean of each run's last ``last`` rows of ``metrics.jsonl``;
+the summary averages over the ``over`` axis (``seed``) with a Student-t 95 % interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rna_theory.errors import RNAError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Swept keys with their values as written (YAML text), and the fixed overrides."""
+
+    axes: dict[str, list[str]]
+    fixed: list[str]
+
+    def points(self) -> list[dict[str, str]]:
+        """Every combination of the axes' values, in the order the axes were given."""
+        keys = list(self.axes)
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.axes.values())]
+
+
+def _split_top_level(text: str) -> list[str]:
+    """``text`` split at commas outside brackets, braces and quotes."""
+    pieces, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            pieces.append(text[start:i])
+            start = i + 1
+    pieces.append(text[start:])
+    return [p.strip() for p in pieces]
+
+
+def parse_grid(items: Sequence[str]) -> Grid:
+    """``key=v1,v2`` items become axes (commas inside ``[]``/``{}`` do not split); ``key=v`` stays fixed."""
+    axes: dict[str, list[str]] = {}
+    fixed: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RNAError(f"grid item {item!r} has no '='", where="sweep grid", fix="write key=v1,v2 or key=value")
+        if key in seen:
+            raise RNAError(f"key {key!r} is given twice", where="sweep grid", fix="list each key once")
+        if key == "output_dir":
+            raise RNAError("output_dir is set by the sweep (one folder per point)", where="sweep grid",
+                           fix="leave output_dir out; pass --out for the sweep folder")
+        seen.add(key)
+        values = _split_top_level(value)
+        if len(values) > 1:
+            if any(not v for v in values):
+                raise RNAError(f"empty value in {item!r}", where="sweep grid", fix="remove the stray comma")
+            if len(set(values)) != len(values):
+                raise RNAError(f"repeated value in {item!r}", where="sweep grid", fix="list each value once")
+            axes[key] = values
+        else:
+            fixed.append(f"{key}={value}")
+    if not axes:
+        raise RNAError("nothing to sweep: no key has several values", where="sweep grid",
+                       fix="give at least one key=v1,v2 (e.g. rna.noise.nu=0.01,0.03 seed=0,1,2)")
+    return Grid(axes, fixed)
+
+
+def run_name(point: dict[str, str]) -> str:
+    """The folder name of a grid point (``key=value`` pairs; path-unsafe characters replaced)."""
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", ",".join(f"{k}={v}" for k, v in point.items()))
+
+
+def _overrides(grid: Grid, point: dict[str, str], out: Path) -> list[str]:
+    return [*grid.fixed, *(f"{k}={v}" for k, v in point.items()), f"output_dir={out / 'runs' / run_name(point)}"]
+
+
+def _fix_grid(out: Path, config: str, grid: Grid) -> None:
+    """Write ``sweep.json`` on the first call; refuse a later call with another grid or config."""
+    record = {"config": str(config), "axes": grid.axes, "fixed": grid.fixed}
+    path = out / "sweep.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != record:
+            raise RNAError(f"this folder holds a sweep of another grid ({old})", where=str(path),
+                           fix="rerun with the same config and grid to resume it, or choose another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+
+
+def run_sweep(config: str | Path, items: Sequence[str], out: str | Path, *, metrics: Sequence[str] = ("loss",),
+              over: str = "seed", last: int = 1,
+              train_fn: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Train every grid point not finished yet, then write and return the summary (:func:`summarize`)."""
+    from rna_train.config import load_config
+    from rna_train.trainer import DONE, train
+
+    train_fn = train_fn or train
+    out = Path(out)
+    grid = parse_grid(items)
+    loaded = [(p, load_config(config, _overrides(grid, p, out))) for p in grid.points()]  # all checked first
+    _fix_grid(out, str(config), grid)
+    failures: dict[str, str] = {}
+    for i, (point, (cfg, options)) in enumerate(loaded, 1):
+        folder = Path(cfg.output_dir)
+        if (folder / DONE).exists():
+            log.info("sweep %d/%d %s: done, skipped", i, len(loaded), folder.name)
+            continue
+        started = folder.exists() and any(folder.iterdir())
+        log.info("sweep %d/%d %s%s", i, len(loaded), folder.name, " (resuming)" if started else "")
+        try:
+            train_fn(cfg, options, resume=started)
+        except RNAError as exc:
+            log.error("sweep: %s failed: %s", folder.name, exc)
+            failures[run_name(point)] = str(exc)
+    return summarize(out, metrics=metrics, over=over, last=last, failures=failures)
+
+
+def _run_metrics(folder: Path, metrics: Sequence[str], last: int) -> dict[str, float] | None:
+    """Means of the last ``last`` rows of a finished run's ``metrics.jsonl`` (None when unfinished)."""
+    from rna_train.trainer import DONE
+
+    if not (folder / DONE).exists():
+        return None
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    out = {}
+    for m in metrics:
+        values = [r[m] for r in rows[-last:] if isinstance(r.get(m), (int, float))]
+        if not values:
+            known = sorted(k for k, v in rows[-1].items() if isinstance(v, (int, float))) if rows else []
+            raise RNAError(f"metric {m!r} is not in {folder}/metrics.jsonl (numeric columns: {known})",
+                           where="--metric", fix="pick one of the listed columns")
+        out[m] = sum(values) / len(values)
+    return out
+
+
+def _interval(values: list[float]) -> dict[str, Any]:
+    """Mean, standard deviation and Student-t 95 % interval of ``values`` (no interval for one value)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "sd": None, "n": n, "low": None, "high": None}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "low": mean - half, "high": mean + half}
+
+
+def summarize(out: str | Path, *, metrics: Sequence[str] = ("loss",), over: str = "seed", last: int = 1,
+              failures: dict[str, str] | None = None) -> dict[str, Any]:
+    """Collect the finished runs of a sweep folder; write ``summary.json``/``.md``/``.png``; return the summary."""
+    out = Path(out)
+    record = json.loads((out / "sweep.json").read_text())
+    grid = Grid(record["axes"], record["fixed"])
+    runs, groups = [], {}
+    for point in grid.points():
+        values = _run_metrics(out / "runs" / run_name(point), metrics, last)
+        status = "failed" if run_name(point) in (failures or {}) else "done" if values is not None else "missing"
+        runs.append({"point": point, "status": status, "metrics": values})
+        if values is not None:
+            key = tuple((k, v) for k, v in point.items() if k != over)
+            groups.setdefault(key, []).append(values)
+    summary = {"axes": grid.axes, "fixed": grid.fixed, "over": over if over in grid.axes else None, "last": last,
+               "runs": runs, "failures": failures or {},
+               "groups": [{"point": dict(key), **{m: _interval([v[m] for v in vals]) for m in metrics}}
+                          for key, vals in groups.items()]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(_table(summary, metrics))
+    if summary["groups"]:
+        _plot(summary, metrics, out / "summary.png")
+    return summary
+
+
+def _fmt(stat: dict[str, Any]) -> str:
+    if stat["low"] is None:
+        return f"{stat['mean']:.4g} (n=1)"
+    return f"{stat['mean']:.4g} [{stat['low']:.4g}, {stat['high']:.4g}] (n={stat['n']})"
+
+
+def _table(summary: dict[str, Any], metrics: Sequence[str]) -> str:
+    """Markdown: one row per group (mean and 95 % interval over the ``over`` axis), then failures."""
+    keys = [k for k in summary["axes"] if k != summary["over"]]
+    head = "| " + " | ".join([*keys, *metrics]) + " |\n|" + " --- |" * (len(keys) + len(metrics)) + "\n"
+    rows = "".join("| " + " | ".join([*(g["point"][k] for k in keys), *(_fmt(g[m]) for m in metrics)]) + " |\n"
+                   for g in summary["groups"])
+    over = f"mean and Student-t 95 % interval over {summary['over']}; " if summary["over"] else ""
+    text = f"# Sweep\n\n{over}metrics: mean of the last {summary['last']} step(s)\n\n{head}{rows}"
+    missing = [r["point"] for r in summary["runs"] if r["status"] != "done"]
+    if missing:
+        text += "\nnot finished: " + "; ".join(run_name(p) for p in missing) + "\n"
+    for name, error in summary["failures"].items():
+        text += f"\nfailed: {name}: {error}\n"
+    return text
+
+
+def _number(text: str) -> float | None:
+    value = yaml.safe_load(text)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _plot(summary: dict[str, Any], metrics: Sequence[str], path: Path) -> None:
+    """Each metric against the first swept key (not ``over``), one line per value of the others."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in summary["axes"] if k != summary["over"]] or list(summary["axes"])
+    x_key, rest = keys[0], keys[1:]
+    order = summary["axes"][x_key]
+    numeric = all(_number(v) is not None for v in order)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for g in summary["groups"]:
+            lines.setdefault(", ".join(f"{k}={g['point'][k]}" for k in rest) or metric, []).append(g)
+        for label, groups in lines.items():
+            groups.sort(key=lambda g: order.index(g["point"][x_key]) if x_key in g["point"] else 0)
+            xs = [(_number(g["point"][x_key]) if numeric else order.index(g["point"][x_key]))
+                  if x_key in g["point"] else 0 for g in groups]
+            ys = [g[metric]["mean"] for g in groups]
+            err = [[y - (g[metric]["low"] if g[metric]["low"] is not None else y) for y, g in zip(ys, groups)],
+                   [(g[metric]["high"] if g[metric]["high"] is not None else y) - y for y, g in zip(ys, groups)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+        if not numeric:
+            ax.set_xticks(range(len(order)), order)
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(metric)
+        if len(lines) > 1:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"95 % interval over {summary['over']}" if summary["over"] else "one run per point", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
