@@ -42,7 +42,8 @@ def test_the_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_every_common_command_parses_and_the_asset_free_ones_run(monkeypatch: pytest.MonkeyPatch) -> None:
     from rna_train.cli import build_parser, main
-    from rna_train.config import load_config
+    from rna_train.config import load_config, parse_override, to_dict
+    from rna_train.sweep import parse_grid
 
     monkeypatch.chdir(ROOT)
     commands = _rna_lines()
@@ -50,10 +51,20 @@ def test_every_common_command_parses_and_the_asset_free_ones_run(monkeypatch: py
     parser = build_parser()
     for argv in commands:
         parser.parse_args(argv)  # SystemExit (argparse error) fails the test
-        if argv[0] == "unlearn":
+        if argv[0] in ("unlearn", "sweep"):
             config = argv[argv.index("--config") + 1]
-            cfg, _ = load_config(config, [a for a in argv[argv.index("--config") + 2:] if "=" in a])
-            assert cfg.rna.noise.nu == 0.03
+            items = [a for a in argv[argv.index("--config") + 2:] if "=" in a]
+            if argv[0] == "sweep":  # the first point of the grid
+                grid = parse_grid(items)
+                items = grid.fixed + [f"{k}={v}" for k, v in grid.points()[0].items()]
+            cfg, _ = load_config(config, items)
+            resolved = to_dict(cfg)
+            for item in items:  # every override reached the config
+                key, value = parse_override(item)
+                node = resolved
+                for part in key.split("."):
+                    node = node[part]
+                assert node == value, (item, node)
     runnable = [a for a in commands if a[0] == "methods" or (a[0] == "tune" and "--eta" in a)]
     assert len(runnable) == 2
     for argv in runnable:
