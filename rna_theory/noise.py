@@ -139,11 +139,30 @@ class NoiseSchedule:
         return nu * activation_rms(activations, mask)
 
     def sample(self, activations: torch.Tensor, step: int, *, mask: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Fresh i.i.d. Gaussian noise shaped like ``activations`` for training step ``step``."""
+               generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """Fresh i.i.d. Gaussian noise shaped like ``activations`` for training step ``step``.
+
+        ``generator`` may be one generator per row of ``activations`` (batch x seq x hidden): each
+        row's noise is then drawn at its valid positions (``mask``) only, from its own generator, so
+        it does not depend on which other rows share the batch or how far they are padded (the
+        trainer seeds them by the sample's index: the same noise for any process count).
+        """
         std = self.std(step, activations, mask)
-        noise = torch.randn(activations.shape, generator=generator, device=activations.device,
-                            dtype=activations.dtype)
+        if generator is None or isinstance(generator, torch.Generator):
+            noise = torch.randn(activations.shape, generator=generator, device=activations.device,
+                                dtype=activations.dtype)
+            return noise * std
+        if activations.dim() != 3 or len(generator) != activations.shape[0]:
+            raise RNAError(f"{len(generator)} row generators for activations of shape {tuple(activations.shape)}",
+                           where="noise.sample", fix="pass one generator per row of batch x seq x hidden activations")
+        noise = torch.zeros_like(activations)
+        width = activations.shape[-1]
+        for row, gen in enumerate(generator):
+            valid = mask[row].bool() if mask is not None else torch.ones(activations.shape[1], dtype=torch.bool,
+                                                                         device=activations.device)
+            draw = torch.randn((int(valid.sum()), width), generator=gen, device=activations.device,
+                               dtype=activations.dtype)
+            noise[row, valid] = draw
         return noise * std
 
 

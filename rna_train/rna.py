@@ -8,9 +8,13 @@ takes the loss downstream against the clean target (training on perturbed latent
 Forget losses never see noise. With ``mode: off`` (the default) or a schedule that is always zero,
 :meth:`RNA.perturb` returns a no-op context: no hook is registered and nothing extra runs.
 
-Noise comes from :meth:`rna_theory.noise.NoiseSchedule.sample` (the object the theory evaluates),
-drawn from a generator seeded by ``(seed, step, process)``: runs are reproducible and a resumed run
-draws exactly the noise the uninterrupted run would have drawn.
+Noise comes from :meth:`rna_theory.noise.NoiseSchedule.sample` (the object the theory evaluates).
+A training batch carries its samples' corpus indices (``rows``): each sample's noise is drawn from
+its own generator seeded by ``(seed, step, sample)`` at its real tokens only, so runs are
+reproducible, a resumed run draws exactly the noise of the uninterrupted one, and an N-process or
+gradient-accumulated run draws the same noise per sample as one process (with absolute nu; a
+``relative_to: rms`` scale is the RMS of each micro-batch). Without ``rows`` one generator seeded by
+``(seed, step, process)`` draws for the whole tensor.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class RNA:
         return self.schedule.nu_at(step) if self.active and self.schedule is not None else 0.0
 
     def perturb(self, role: str, model: nn.Module, mask: torch.Tensor, step: int,
-                generator: torch.Generator | None) -> AbstractContextManager[None]:
+                generator: torch.Generator | None, rows: torch.Tensor | None = None) -> AbstractContextManager[None]:
         """Context adding noise to ``model``'s layer output if ``role`` is the configured mode.
 
         ``role`` is ``target`` for the frozen / reference model's retain forward and ``input`` for
@@ -70,12 +74,26 @@ class RNA:
         """
         if not self.active or role != self.mode:
             return contextlib.nullcontext()
-        return edit_layer_output(model, self.layer, lambda hidden: self.add_noise(hidden, mask, step, generator))
+        return edit_layer_output(model, self.layer,
+                                 lambda hidden: self.add_noise(hidden, mask, step, generator, rows))
+
+    def row_generators(self, step: int, rows: torch.Tensor, device: torch.device | str) -> list[torch.Generator]:
+        """One generator per sample, seeded by ``(seed, step, sample index)``: independent of the process."""
+        out = []
+        for row in rows.tolist():
+            gen = torch.Generator(device=device)
+            gen.manual_seed(step_seed(self.seed, step, int(row), salt=3))
+            out.append(gen)
+        return out
 
     def add_noise(self, hidden: torch.Tensor, mask: torch.Tensor, step: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
-        """``hidden`` plus step ``step``'s noise, zero at padding (what :meth:`perturb` adds at the layer)."""
+                  generator: torch.Generator | None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``hidden`` plus step ``step``'s noise, zero at padding (what :meth:`perturb` adds at the layer).
+
+        With ``rows`` (the samples' corpus indices) each sample's noise comes from its own generator.
+        """
         schedule = self.schedule
         assert schedule is not None and self.active, "add_noise needs an active RNA schedule"
         m = mask.to(hidden.dtype).unsqueeze(-1)
-        return hidden + schedule.sample(hidden, step, mask=mask, generator=generator) * m
+        source = self.row_generators(step, rows, hidden.device) if rows is not None else generator
+        return hidden + schedule.sample(hidden, step, mask=mask, generator=source) * m

@@ -229,7 +229,7 @@ class StepContext:
         if not noisy:
             return contextlib.nullcontext()
         return self.rna.perturb("target", self.require_reference(), batch["attention_mask"], self.step,
-                                self.generator)
+                                self.generator, batch.get("index"))
 
     @torch.no_grad()
     def ref_hidden(self, batch: dict[str, torch.Tensor], layer: int, *, noisy: bool = False) -> torch.Tensor:
@@ -240,7 +240,8 @@ class StepContext:
             if cached is not None:  # the noise, if any, enters at this very layer: no forward needed
                 hidden = output_hidden(cached)
                 if noisy and self._target_noise():
-                    return self.rna.add_noise(hidden, batch["attention_mask"], self.step, self.generator)
+                    return self.rna.add_noise(hidden, batch["attention_mask"], self.step, self.generator,
+                                              batch.get("index"))
                 return hidden
         ref = self.require_reference()
         with self._reference_inputs(batch, upto), self._noise(noisy, batch):
@@ -283,25 +284,25 @@ def retain_term(ctx: StepContext, batch: dict[str, torch.Tensor], kind: str, lay
     mask = batch["attention_mask"]
     if kind == "rm":
         target = ctx.ref_hidden(batch, layer, noisy=True)
-        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator, batch.get("index")):
             hidden = ctx.hidden(batch, layer)
         return losses.masked_mse(hidden, target, mask, ctx.tokens("retain"))
     if kind in ("kl", "mse"):
         head = ctx.output_head()
         if head is not None:
             ref_states = ctx.ref_head_states(batch, noisy=True)
-            with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+            with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator, batch.get("index")):
                 states = ctx.head_states(batch)
             term = losses.head_kl_ref_theta if kind == "kl" else losses.head_logsoftmax_mse
             return term(states, ref_states, head, mask, ctx.tokens("retain"), chunk=ctx.head_chunk(batch))
         ref_logits = ctx.ref_logits(batch, noisy=True)
-        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator, batch.get("index")):
             logits = ctx.logits(batch)
         if kind == "kl":
             return losses.kl_ref_theta(logits, ref_logits, mask, ctx.tokens("retain"))
         return losses.logsoftmax_mse(logits, ref_logits, mask, ctx.tokens("retain"))
     if kind == "nll":
-        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator):
+        with ctx.rna.perturb("input", ctx.model, mask, ctx.step, ctx.generator, batch.get("index")):
             return ctx.mean_nll(batch, ctx.pairs("retain"))
     raise RNAError(f"unknown retain loss {kind!r}", where="method.retain_loss",
                    fix=f"use one of {', '.join(RETAIN_LOSSES)}")

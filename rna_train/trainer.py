@@ -101,13 +101,15 @@ def _load_data(cfg: config.RunConfig, tokenizer: Any,
 
 def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
             model_and_tokenizer: tuple[nn.Module, Any] | None = None, shared_reference: bool = False,
-            ) -> Prepared:
+            load_truncated: bool | None = None) -> Prepared:
     """Load and validate everything for a run; raises :class:`RNAError` on any bad input.
 
     ``model_and_tokenizer`` replaces loading from ``cfg.model`` (tests, notebooks). With
     ``shared_reference`` the frozen reference is the model itself with the original values of the
-    trainable parameters swapped in (``Prepared.originals``) instead of a deep copy; distributed
-    wrappers (which own the parameters) need the copy.
+    trainable parameters swapped in (``Prepared.originals``) instead of a deep copy (one process
+    and DDP); sharded engines (FSDP, DeepSpeed), which own the parameters, need the copy.
+    ``load_truncated`` (default: ``shared_reference``) lets RM methods load only the layers their
+    losses read (one process).
     """
     method_cls = get_method(cfg.method["name"])
     m = cfg.model
@@ -127,7 +129,8 @@ def prepare(cfg: config.RunConfig, options: MethodOptions, *, rank: int = 0,
     if cfg.rna.mode != "off":
         rna = dataclasses.replace(rna, schedule=cfg.rna.noise.with_total_steps(cfg.train.steps))
     keep = None
-    if shared_reference and model_and_tokenizer is None and can_truncate(m.name_or_path, m.gguf_file):
+    truncated = shared_reference if load_truncated is None else load_truncated
+    if truncated and model_and_tokenizer is None and can_truncate(m.name_or_path, m.gguf_file):
         top = method_cls.top_layer(options)
         layers = m.trainable.layers
         if (top is not None and (layers is None or max(layers, default=0) <= top)
@@ -353,8 +356,11 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
     out = Path(cfg.output_dir)
     _check_output_dir(out, resume, cfg)
     single = accelerator.distributed_type == DistributedType.NO
+    # DDP keeps whole parameters on every process: the reference is the unwrapped model with the
+    # original values swapped in, as in one process; sharded engines (FSDP, DeepSpeed) need a copy.
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     prep = prepare(cfg, options, rank=accelerator.process_index, model_and_tokenizer=model_and_tokenizer,
-                   shared_reference=single)
+                   shared_reference=not sharded, load_truncated=single)
     params = dict(prep.model.named_parameters())
     optimizer = torch.optim.AdamW([params[n] for n in prep.trainable], lr=t.lr, betas=tuple(t.betas),
                                   eps=t.eps, weight_decay=t.weight_decay)

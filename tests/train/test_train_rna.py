@@ -194,3 +194,26 @@ def test_reference_always_gets_the_mask(setup: dict) -> None:
     finally:
         handle.remove()
     assert seen == [True, True, True]
+
+
+def test_noise_per_sample_does_not_depend_on_batch_split_or_padding() -> None:
+    """A sample's noise comes from (seed, step, its index) at its real tokens: the same in a batch of 4
+    padded to 9 tokens as in a batch of 2 padded to 5 (what 2 processes or 2 micro-batches see)."""
+    from rna_theory.noise import NoiseSchedule
+    from rna_train.rna import RNA
+
+    rna = RNA(mode="target", layer=0, schedule=NoiseSchedule(0.5), seed=3, rank=0)
+    lengths, index = [3, 9, 5, 2], torch.tensor([7, 2, 11, 4])
+    mask = torch.zeros(4, 9)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    whole = rna.add_noise(torch.zeros(4, 9, 6), mask, 5, None, index)
+    halves = [RNA(mode="target", layer=0, schedule=NoiseSchedule(0.5), seed=3, rank=1)
+              .add_noise(torch.zeros(2, 9 if h == 0 else 5, 6), mask[2 * h:2 * h + 2, :9 if h == 0 else 5], 5, None,
+                         index[2 * h:2 * h + 2]) for h in (0, 1)]
+    for row, n in enumerate(lengths):
+        part = halves[row // 2][row % 2]
+        assert torch.equal(whole[row, :n], part[:n])
+        assert torch.count_nonzero(whole[row, n:]) == 0 and torch.count_nonzero(whole[row, :n]) == n * 6
+    other_step = rna.add_noise(torch.zeros(4, 9, 6), mask, 6, None, index)
+    assert not torch.equal(other_step, whole)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -129,14 +130,42 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_two_processes_match_one(tmp_path: Path, assets: dict[str, Path]) -> None:
-    """Same global batch over 2 CPU processes (DDP, gloo) gives the 1-process weights.
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): torchrun starts its workers in their own sessions."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
-    Sequences have different lengths: token means use the global batch's counts.
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and all its descendants (workers first, so none outlives the launcher)."""
+    for child in [*reversed(_descendants(pid)), pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """2 CPU processes (DDP, gloo), SIGKILLed after a checkpoint and resumed on 2 processes, give the
+    uninterrupted 1-process weights: same global batches (token means use the global counts for
+    sequences of unequal length), the same RNA noise per sample (drawn from the sample's own seed,
+    not the process's), and the reference shared with the model (no copy) under DDP too.
     """
+    steps = 40
+
     def config(out: Path, name: str) -> Path:
-        raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=4, lr=1e-3,
-                                 method={"name": "npo", "retain_loss": "kl"})
+        raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=steps, lr=1e-3,
+                                 method={"name": "npo", "retain_loss": "kl"}, rna={"mode": "target", "noise": 0.05},
+                                 checkpoint_every=4, log_every=1000, tracker="none")
         path = tmp_path / name
         path.write_text(yaml.safe_dump(raw))
         return path
@@ -144,21 +173,34 @@ def test_two_processes_match_one(tmp_path: Path, assets: dict[str, Path]) -> Non
     two = tmp_path / "two"
     # `--cpu` alone keeps accelerate's single-process launcher; torchrun (--multi_gpu) plus
     # ACCELERATE_USE_CPU gives two gloo processes (accelerate's MULTI_CPU).
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()),
-           "-m", "rna_train.cli", "unlearn", "--config", str(config(two, "two.yaml"))]
-    res = subprocess.run(cmd, env={**_env(), "ACCELERATE_USE_CPU": "true"}, cwd=REPO, capture_output=True,
-                         text=True, timeout=400, check=False)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd = ["-m", "rna_train.cli", "unlearn", "--config", str(config(two, "two.yaml"))]
+    env = {**_env(), "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.Popen([*launch, "--main_process_port", str(_free_port()), *cmd], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((two / "checkpoints").glob("step-*")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else "run exited early"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    _kill_tree(proc.pid)
+    proc.wait()
+    time.sleep(0.5)
+    assert not (two / DONE).exists(), "the run finished before it could be killed"
+    res = subprocess.run([*launch, "--main_process_port", str(_free_port()), *cmd, "--resume"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=400, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
-    env = json.loads((two / "environment.json").read_text())
-    assert env["num_processes"] == 2
+    env_record = json.loads((two / "environment.json").read_text())
+    assert env_record["num_processes"] == 2
     one = tmp_path / "one"
     train(*load_config(config(one, "one.yaml")))
     a = load_file(str(two / "trainable.safetensors"))
     b = load_file(str(one / "trainable.safetensors"))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    rows = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
 
 
 @pytest.mark.parametrize("steps", [2])
