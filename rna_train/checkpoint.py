@@ -28,10 +28,26 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^step-(\d{7})$")
 
 
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 shard (a DTensor: a collective, every process must call it)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def _like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A whole tensor read from disk, placed like ``target``: its device, dtype and, for a DTensor, its shard."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(target, DTensor):
+        return distribute_tensor(value.to(target.device, target.dtype), target.device_mesh, target.placements)
+    return value.to(target.device, target.dtype)
+
+
 def trainable_state(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    """CPU copies of the named parameters."""
+    """CPU copies of the named parameters (gathered whole under FSDP2: every process must call it)."""
     params = dict(model.named_parameters())
-    return {n: params[n].detach().to("cpu").contiguous().clone() for n in names}
+    return {n: _full(params[n].detach()).to("cpu").contiguous().clone() for n in names}
 
 
 def snapshot_path(folder: Path, step: int) -> Path:
@@ -71,7 +87,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]
         name = names[idx]
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{name}::{key}"] = value.detach().to("cpu").contiguous().clone()
+                tensors[f"{name}::{key}"] = _full(value.detach()).to("cpu").contiguous().clone()
             else:
                 scalars.setdefault(name, {})[key] = value
     groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
@@ -79,19 +95,26 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]
 
 
 def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-         names: list[str], extra: dict[str, Any], keep: int) -> Path:
+         names: list[str], extra: dict[str, Any], keep: int, *, write: bool = True) -> Path:
     """Write checkpoint ``step`` under ``directory`` atomically and prune to the newest ``keep``.
+
+    Under FSDP2 every process calls this (the shards are gathered) and only the one with ``write``
+    writes.
 
     Files are written into a hidden temporary folder, fsynced (files and folder), then renamed, so
     a folder with the final name is always complete. If writing fails (e.g. the disk is full), the
     temporary folder is removed and the previous checkpoints are left untouched.
     """
+    weights = trainable_state(model, names)
+    tensors, meta = _optimizer_tensors(optimizer, names)
+    final = directory / f"step-{step:07d}"
+    if not write:
+        return final
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(directory)
-    final = directory / f"step-{step:07d}"
     tmp = directory / f".step-{step:07d}.tmp"
     try:
-        _write(tmp, step, model, optimizer, names, extra)
+        _write(tmp, weights, tensors, {"step": step, "names": names, **meta, **extra})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -112,15 +135,14 @@ def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Op
     return final
 
 
-def _write(tmp: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str],
-           extra: dict[str, Any]) -> None:
+def _write(tmp: Path, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+           state: dict[str, Any]) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(trainable_state(model, names), str(tmp / "trainable.safetensors"))
-    tensors, meta = _optimizer_tensors(optimizer, names)
+    save_file(weights, str(tmp / "trainable.safetensors"))
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "names": names, **meta, **extra}, indent=1))
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
     for f in tmp.iterdir():
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
@@ -166,11 +188,13 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: 
     weights = load_file(str(path / "trainable.safetensors"))
     with torch.no_grad():
         for n in names:
-            params[n].copy_(weights[n].to(params[n].device, params[n].dtype))
+            params[n].copy_(_like(weights[n], params[n]))
     tensors = load_file(str(path / "optimizer.safetensors"))
     state: dict[int, dict[str, Any]] = {}
     for idx, name in enumerate(names):
-        entry = {key.split("::", 1)[1]: t for key, t in tensors.items() if key.split("::", 1)[0] == name}
+        param = params[name]
+        entry = {key.split("::", 1)[1]: _like(t, param) if t.shape == param.shape else t
+                 for key, t in tensors.items() if key.split("::", 1)[0] == name}
         entry.update(meta["scalars"].get(name, {}))
         if entry:
             state[idx] = entry

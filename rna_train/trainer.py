@@ -303,13 +303,15 @@ def _check_distributed(cfg: config.RunConfig, accelerator: Any, resume: bool) ->
         if cfg.model.lora.rank:
             raise RNAError(f"LoRA is not supported under {kind} yet (merging sharded adapters)",
                            where="model.lora.rank", fix="use DDP or one process with LoRA, or set model.lora.rank=0")
-        if t.checkpoint_every or resume:
-            raise RNAError(f"periodic checkpoints and --resume are not supported under {kind} yet (parameters "
-                           "and optimizer state are sharded)", where="train.checkpoint_every",
-                           fix="set train.checkpoint_every=0 and run without --resume, or use DDP")
-        if t.snapshot_steps:
-            raise RNAError(f"snapshots are not supported under {kind} yet (parameters are sharded)",
-                           where="train.snapshot_steps", fix="set train.snapshot_steps=[] or use DDP")
+        plugin = getattr(accelerator.state, "fsdp_plugin", None)
+        gathered = kind == DistributedType.FSDP and getattr(plugin, "fsdp_version", 1) == 2
+        if (t.checkpoint_every or resume) and not gathered:
+            raise RNAError(f"periodic checkpoints and --resume are not supported under {kind} (v1) yet "
+                           "(flattened sharded parameters)", where="train.checkpoint_every",
+                           fix="set train.checkpoint_every=0 and run without --resume, or use DDP or FSDP2")
+        if t.snapshot_steps and not gathered:
+            raise RNAError(f"snapshots are not supported under {kind} (v1) yet (parameters are sharded)",
+                           where="train.snapshot_steps", fix="set train.snapshot_steps=[] or use DDP or FSDP2")
     if kind == DistributedType.DEEPSPEED and t.grad_accum != 1:
         raise RNAError("grad_accum > 1 under DeepSpeed is configured in the DeepSpeed config",
                        where="train.grad_accum", fix="set train.grad_accum=1 and gradient_accumulation_steps there")
@@ -524,18 +526,23 @@ def _record(run: _Run, step: int, topic: int, terms: dict[str, float]) -> dict[s
 
 
 def _save_periodic(run: _Run, step: int) -> None:
-    """Snapshots at ``train.snapshot_steps`` and checkpoints every ``train.checkpoint_every`` steps."""
+    """Snapshots at ``train.snapshot_steps`` and checkpoints every ``train.checkpoint_every`` steps.
+
+    Under FSDP2 every process takes part (the shards are gathered) and the main process writes.
+    """
     t, accelerator = run.cfg.train, run.accelerator
-    if step + 1 in t.snapshot_steps and accelerator.is_main_process:
+    main = accelerator.is_main_process
+    gather = accelerator.distributed_type.name == "FSDP"
+    if step + 1 in t.snapshot_steps and (main or gather):
         state = (lora.merged_weights(run.model) if lora.is_lora(run.model)
                  else checkpoint.trainable_state(run.model, run.prep.trainable))
-        checkpoint.save_snapshot(run.out / "snapshots", step + 1, state)
+        if main:
+            checkpoint.save_snapshot(run.out / "snapshots", step + 1, state)
     if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
-        if accelerator.is_main_process:
+        if main or gather:
             checkpoint.save(run.out / "checkpoints", step + 1, run.model, run.optimizer.optimizer, run.prep.trainable,
                             {"seed": run.cfg.seed, "rng": "stateless: seeded from (seed, step, process)",
-                             "scheduler": run.scheduler.state_dict()},
-                            t.keep_checkpoints)
+                             "scheduler": run.scheduler.state_dict()}, t.keep_checkpoints, write=main)
         accelerator.wait_for_everyone()
 
 

@@ -159,6 +159,9 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
     uninterrupted 1-process weights: same global batches (token means use the global counts for
     sequences of unequal length), the same RNA noise per sample (drawn from the sample's own seed,
     not the process's), and the reference shared with the model (no copy) under DDP too.
+
+    (accelerate runs FSDP only on accelerators: tests/train/test_checkpoint_fsdp2.py checks the
+    FSDP2 checkpoint code with torch's fully_shard on the CPU.)
     """
     steps = 40
 
@@ -193,6 +196,7 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
     assert res.returncode == 0, res.stderr[-3000:]
     env_record = json.loads((two / "environment.json").read_text())
     assert env_record["num_processes"] == 2
+    assert env_record["distributed_type"] == "DistributedType.MULTI_CPU"
     one = tmp_path / "one"
     train(*load_config(config(one, "one.yaml")))
     a = load_file(str(two / "trainable.safetensors"))
