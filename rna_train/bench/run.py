@@ -91,8 +91,14 @@ def _tokenizer(folder: Path) -> Path:
     return folder
 
 
+#: Methods measured with LoRA + gradient checkpointing against the reference-style execution.
+LORA_METHODS = ("npo_kl", "simnpo_kl")
+LORA_RANK = 16
+
+
 def run_bench(methods: Sequence[str], device: str, *, steps: int = 5, rounds: int = 2, evaluate: bool = True,
-              rna: bool = True, threads: int | None = None, head_chunk_mib: float = 8.0) -> dict[str, Any]:
+              rna: bool = True, threads: int | None = None, head_chunk_mib: float = 8.0,
+              lora: bool = True) -> dict[str, Any]:
     """Measure everything and return the results (see module docstring)."""
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -105,7 +111,7 @@ def run_bench(methods: Sequence[str], device: str, *, steps: int = 5, rounds: in
     idle_bytes = _worker({"kind": "idle", "threads": threads})["peak_bytes"] if device == "cpu" else 0
     report: dict[str, Any] = {"device": device, "shape": SHAPES[device], **SETTINGS[device], "steps": steps,
                               "rounds": rounds, "idle_rss_mib": idle_bytes / 2**20, "head_chunk_mib": head_chunk_mib,
-                              "methods": {}, "rna": {}}
+                              "methods": {}, "rna": {}, "lora": {}}
     for method in methods:
         runs = _alternate({impl: {**base, "method": method, "impl": impl, "nu": 0.0}
                            for impl in ("trainer", "reference")}, rounds)
@@ -114,6 +120,9 @@ def run_bench(methods: Sequence[str], device: str, *, steps: int = 5, rounds: in
                                      "time_ratio": mine["step_s"] / ref["step_s"],
                                      "time_ratio_with_prefill": mine["step_with_prefill_s"] / ref["step_s"],
                                      "memory_ratio": mine["peak_mib"] / ref["peak_mib"]}
+    if lora:
+        for method in (m for m in LORA_METHODS if m in methods):
+            report["lora"][method] = _lora_entry(base, method, rounds, idle_bytes)
     if rna:
         for method in (m for m in RNA_METHODS if m in methods):
             modes = RNA_METHODS[method]
@@ -138,6 +147,25 @@ def run_bench(methods: Sequence[str], device: str, *, steps: int = 5, rounds: in
     return report
 
 
+def _lora_entry(base: dict[str, Any], method: str, rounds: int, idle_bytes: int) -> dict[str, Any]:
+    """The trainer with LoRA (rank :data:`LORA_RANK`) and gradient checkpointing, each alone and both,
+    against the reference-style execution (full matrices, two models), side by side in one call."""
+    specs = {"reference": {**base, "method": method, "impl": "reference", "nu": 0.0},
+             "lora+gc": {**base, "method": method, "impl": "trainer", "nu": 0.0, "lora": LORA_RANK,
+                         "checkpointing": True},
+             "gc": {**base, "method": method, "impl": "trainer", "nu": 0.0, "checkpointing": True},
+             "lora": {**base, "method": method, "impl": "trainer", "nu": 0.0, "lora": LORA_RANK}}
+    runs = _alternate(specs, rounds)
+    ref = _summary(runs["reference"], idle_bytes)
+    entry: dict[str, Any] = {"reference": ref, "rank": LORA_RANK}
+    for name in ("lora+gc", "gc", "lora"):
+        mine = _summary(runs[name], idle_bytes)
+        entry[name] = {**mine, "time_ratio": mine["step_s"] / ref["step_s"],
+                       "time_ratio_with_prefill": mine["step_with_prefill_s"] / ref["step_s"],
+                       "memory_ratio": mine["peak_mib"] / ref["peak_mib"]}
+    return entry
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The tables printed by ``rna bench``."""
     shape = report["shape"]
@@ -154,6 +182,17 @@ def format_report(report: dict[str, Any]) -> str:
                       f"{entry['memory_ratio']:.3f}" if impl == "trainer" else "1 | 1 | 1")
             lines.append(f"| {method} | {impl} | {e['step_s']:.3f} | {e['prefill_per_step_s']:.3f} "
                          f"| {e['tokens_per_s']:.0f} | {e['peak_mib']:.0f} | {ratios} |")
+    if report.get("lora"):
+        lines += ["", f"| method | trainer with (LoRA rank {LORA_RANK}) | step s | reference-style step s | time ratio "
+                  "| with reference pass | peak MiB | reference-style peak MiB | memory ratio |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for method, entry in report["lora"].items():
+            ref = entry["reference"]
+            for name in ("lora+gc", "gc", "lora"):
+                e = entry[name]
+                lines.append(f"| {method} | {name} | {e['step_s']:.3f} | {ref['step_s']:.3f} | {e['time_ratio']:.3f} "
+                             f"| {e['time_ratio_with_prefill']:.3f} | {e['peak_mib']:.0f} | {ref['peak_mib']:.0f} "
+                             f"| {e['memory_ratio']:.3f} |")
     if report["rna"]:
         lines += ["", f"| method | RNA mode (nu={RNA_NU}) | off step s | on step s | on/off |", "|---|---|---|---|---|"]
         for method, entry in report["rna"].items():

@@ -148,7 +148,8 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
 
     ``spec``: ``impl`` (trainer | reference), ``method`` (a key of :data:`METHODS`), ``shape``
     (LlamaConfig keys), ``layer``, ``batch``, ``seq``, ``steps``, ``dtype``, ``device``, ``nu``
-    (RNA target-noise std; 0 = off).
+    (RNA target-noise std; 0 = off); trainer only: ``lora`` (adapter rank, 0 = full matrices) and
+    ``checkpointing`` (gradient checkpointing).
     """
     device, layer, nu = spec["device"], spec["layer"], float(spec["nu"])
     name, retain = METHODS[spec["method"]]
@@ -166,6 +167,14 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
 
         drop_output_head(model)
     names = select_trainable(model, trainable_layers)
+    if spec.get("lora"):  # rank-r adapters on the same matrices (the trainer's model.lora)
+        from rna_train.lora import inject
+
+        names = inject(model, names, rank=int(spec["lora"]), alpha=None, dropout=0.0, seed=0)
+    if spec.get("checkpointing"):  # the trainer's train.gradient_checkpointing
+        from rna_train.models import enable_checkpointing
+
+        enable_checkpointing(model, dropout=False)
     params = dict(model.named_parameters())
     optimizer = torch.optim.AdamW([params[n] for n in names], lr=1e-5)
     topics = [TopicConfig(name="bench", path="-")]

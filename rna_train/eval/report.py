@@ -292,7 +292,12 @@ def _effect_table(runs: Sequence[Run]) -> Block | None:
                                    "unchanged predictions"], rows=rows)
 
 
+#: Runs per per-subject table (two columns each): a dozen runs become four tables that fit a window.
+SUBJECT_RUNS = 3
+
+
 def _subject_table(runs: Sequence[Run]) -> Block | None:
+    """Per subject, each run's clean and perturbed accuracy (one table; see :func:`_subject_tables`)."""
     cols, data = [], {}
     for run in runs:
         if not run.eval:
@@ -307,6 +312,13 @@ def _subject_table(runs: Sequence[Run]) -> Block | None:
         return None
     rows = [[s, *(data[s].get(c, "-") for c in cols)] for s in sorted(data)]
     return Block("table", headers=["subject", *cols], rows=rows)
+
+
+def _subject_tables(runs: Sequence[Run]) -> list[Block]:
+    """:func:`_subject_table` split into tables of at most :data:`SUBJECT_RUNS` runs each."""
+    with_eval = [r for r in runs if r.eval]
+    groups = [with_eval[i:i + SUBJECT_RUNS] for i in range(0, len(with_eval), SUBJECT_RUNS)]
+    return [t for t in (_subject_table(g) for g in groups) if t is not None]
 
 
 def _examples(runs: Sequence[Run]) -> Block | None:
@@ -548,9 +560,9 @@ def build_blocks(runs: Sequence[Run], title: str) -> list[Block]:
                    Block("p", "A backdoor shows as a larger drop for forget keywords than for the "
                          "length-matched control words, on the unlearned model but not on the base model."),
                    effect]
-    subjects = _subject_table(runs)
+    subjects = _subject_tables(runs)
     if subjects:
-        blocks += [Block("h2", "Accuracy per subject"), subjects]
+        blocks += [Block("h2", "Accuracy per subject"), *subjects]
     audit = _audit_tables(runs)
     if audit:
         blocks += [Block("h2", "Latent audit (Assumption 1, C1)"),

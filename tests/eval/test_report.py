@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from eval_helpers import rna
 
 from rna_theory.errors import RNAError
@@ -236,3 +237,44 @@ def test_figures_plot_the_runs_numbers(runs, monkeypatch):
     label = loaded[1].label
     assert drawn[f"{label}: forget"] == [r["forget"] for r in rows]
     assert drawn[f"{label}: loss"] == [r["loss"] for r in rows]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_twelve_run_report_fits_a_1280px_window(runs, tmp_path):
+    """A dozen runs (method x RNA mode x nu x seed, labelled from their configs): every label is on the
+    page, nothing is wider than a 1280 px window, no table needs a horizontal scroll bar."""
+    from PIL import Image
+
+    folders = []
+    for i in range(12):
+        folder = tmp_path / "runs" / f"eval-{i}"  # folder names say nothing: labels must come from configs
+        shutil.copytree(runs[1], folder)
+        method = ("rmu", "npo", "simnpo")[i % 3]
+        mode, nu = (("off", 0.0), ("target", 0.05), ("input", 0.1), ("target", 0.25))[i // 3]
+        (folder / "config.yaml").write_text(yaml.safe_dump({"seed": i % 2, "method": {"name": method},
+                                                            "rna": {"mode": mode, "noise": nu}}))
+        folders.append(folder)
+    assert rna("report", *map(str, folders), "--out", str(tmp_path / "report")) == 0
+    html = (tmp_path / "report" / "report.html").read_text()
+    probe = ("<script>window.onload=()=>{const t=[...document.querySelectorAll('table')];"
+             "document.title=JSON.stringify({page:document.documentElement.scrollWidth,"
+             "scrolled:t.filter(x=>x.scrollWidth>x.clientWidth+1).length,tables:t.length,"
+             "images:[...document.images].filter(i=>i.naturalWidth>0).length})}</script>")
+    measured = tmp_path / "report" / "measured.html"
+    measured.write_text(html.replace("</body>", probe + "</body>"))
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4000"]
+    dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", measured.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    sizes = json.loads(re.search(r"<title>(.*?)</title>", dom).group(1).replace("&quot;", '"'))
+    assert sizes["page"] <= 1280, sizes
+    assert sizes["scrolled"] == 0 and sizes["tables"] >= 4, sizes
+    assert sizes["images"] >= 4, sizes
+    for i in range(12):
+        method = ("rmu", "npo", "simnpo")[i % 3]
+        rna_part = ("", " +RNA(nu=0.05)", " +RNA-input(nu=0.1)", " +RNA(nu=0.25)")[i // 3]
+        assert f"<td>{method}{rna_part} seed {i % 2}</td>" in dom, (method, rna_part)
+    shot = tmp_path / "shot.png"
+    subprocess.run([*common, f"--screenshot={shot}", measured.resolve().as_uri()], capture_output=True, timeout=120,
+                   check=True)
+    low, high = Image.open(shot).convert("L").getextrema()
+    assert high - low > 100
