@@ -148,7 +148,8 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
 
     ``spec``: ``impl`` (trainer | reference), ``method`` (a key of :data:`METHODS`), ``shape``
     (LlamaConfig keys), ``layer``, ``batch``, ``seq``, ``steps``, ``dtype``, ``device``, ``nu``
-    (RNA target-noise std; 0 = off); trainer only: ``lora`` (adapter rank, 0 = full matrices) and
+    (RNA target-noise std; 0 = off); ``all_weights`` (train every parameter instead of the three
+    ``down_proj`` matrices); trainer only: ``lora`` (adapter rank, 0 = full matrices) and
     ``checkpointing`` (gradient checkpointing).
     """
     device, layer, nu = spec["device"], spec["layer"], float(spec["nu"])
@@ -167,6 +168,10 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
 
         drop_output_head(model)
     names = select_trainable(model, trainable_layers)
+    if spec.get("all_weights"):  # full fine-tuning: every parameter trained (the usual PO setup)
+        names = [n for n, _ in model.named_parameters()]
+        for p in model.parameters():
+            p.requires_grad_(True)
     if spec.get("lora"):  # rank-r adapters on the same matrices (the trainer's model.lora)
         from rna_train.lora import inject
 

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the trainer's train.head_chunk_mib (0: full logits)")
     parser.add_argument("--no-eval", action="store_true", help="skip the scoring benchmark")
     parser.add_argument("--no-rna", action="store_true", help="skip RNA on vs off")
+    parser.add_argument("--no-compare", action="store_true", help="skip this trainer vs reference-style")
     parser.add_argument("--no-lora", action="store_true",
                         help="skip LoRA + gradient checkpointing vs reference-style (NPO+KL, SimNPO+KL)")
     parser.add_argument("--json", action="store_true", help="print the full results as JSON")
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = bench.run_bench(args.method or list(METHODS), args.device, steps=args.steps, rounds=args.rounds,
                              evaluate=not args.no_eval, rna=not args.no_rna, threads=args.threads,
-                             head_chunk_mib=args.head_chunk_mib, lora=not args.no_lora)
+                             head_chunk_mib=args.head_chunk_mib, lora=not args.no_lora,
+                             compare=not args.no_compare)
     sys.stdout.write((json.dumps(report, indent=1) if args.json else bench.format_report(report)) + "\n")
     return 0
