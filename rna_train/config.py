@@ -152,6 +152,18 @@ class RNAConfig:
 
 
 @dataclasses.dataclass
+class EvalDuringTraining:
+    """Registered metrics (rna_train/eval/units) computed every ``every`` steps and at the end."""
+
+    every: int = field(0, min=0, doc="steps between evaluations (0: none)")
+    metrics: list[str] = field(["forget_text", "retain_text"], doc="registered metric names")
+    forget: str | None = field(None, doc="held-out forget texts (any format the data module reads)")
+    retain: str | None = field(None, doc="held-out retain texts")
+    max_texts: int = field(32, min=1, doc="texts scored per corpus")
+    max_length: int = field(64, min=2, doc="tokens scored per text")
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Optimisation and bookkeeping."""
 
@@ -192,6 +204,7 @@ class TrainConfig:
                                   "retain distributions, shared lower layers); see docs/benchmarks.md")
     reference_cache_gib: float = field(8.0, min=0, doc="host memory for cached layer outputs; sequences "
                                        "beyond it are recomputed every step")
+    eval: EvalDuringTraining = field(EvalDuringTraining)
     head_chunk_mib: float = field(8.0, min=0, doc="next-token losses apply the output head to chunks of "
                                   "positions whose float32 logits fit in this many MiB (at most 4 chunks), taking "
                                   "each chunk's gradient at once (no batch x seq x vocab tensor is kept); "
@@ -296,6 +309,10 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
     if cfg.data.min_length > min(lengths):
         raise RNAError(f"min_length {cfg.data.min_length} exceeds max_length {min(lengths)}",
                        where="data.min_length", fix="lower data.min_length")
+    if cfg.train.eval.every:
+        from rna_train.eval.registry import check_inputs
+
+        check_inputs(cfg.train.eval.metrics, dataclasses.asdict(cfg.train.eval))
     if cfg.train.warmup_steps > cfg.train.steps:
         raise RNAError(f"warmup_steps {cfg.train.warmup_steps} exceeds train.steps {cfg.train.steps}",
                        where="train.warmup_steps", fix="set train.warmup_steps to at most train.steps")

@@ -343,6 +343,18 @@ def enable_checkpointing(model: nn.Module, *, dropout: bool) -> None:
             layer.training = True
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (no dropout) for the duration, every module's previous mode restored."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
 def frozen_copy(model: nn.Module) -> nn.Module:
     """A deep copy with every parameter frozen, in eval mode: the original-weights reference."""
     ref = copy.deepcopy(model)

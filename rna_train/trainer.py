@@ -34,6 +34,7 @@ from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Setup
 from rna_train.models import (
     enable_checkpointing,
+    evaluating,
     frozen_copy,
     load_model,
     load_tokenizer,
@@ -436,6 +437,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         with _out_of_memory_advice(cfg, step):
             terms = run.step(step, topic, forget, retain, counts)
         if _update(run, step, terms):
+            terms.update(_evaluate(run, step))
             row = _record(run, step, topic, terms)
             bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "forget", "retain") if k in row})
         run.scheduler.step()
@@ -499,6 +501,24 @@ def _update(run: _Run, step: int, terms: dict[str, float]) -> bool:
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return True
+
+
+def _evaluate(run: _Run, step: int) -> dict[str, float]:
+    """The registered ``train.eval.metrics`` after step ``step`` (every ``train.eval.every`` steps and at the
+    end), as ``eval/<metric>/<key>``; every process computes them (sharded models need all of them)."""
+    spec = run.cfg.train.eval
+    if not spec.every or ((step + 1) % spec.every and step + 1 != run.cfg.train.steps):
+        return {}
+    from rna_train.eval.registry import get
+
+    inputs = dataclasses.asdict(spec)
+    out = {}
+    with evaluating(run.model):
+        for name in spec.metrics:
+            for key, value in get(name).compute(run.model, run.prep.tokenizer, inputs).items():
+                out[f"eval/{name}/{key}"] = float(value)
+    log.info("eval after step %d: %s", step + 1, " ".join(f"{k}={v:.4g}" for k, v in out.items()))
+    return out
 
 
 def _record(run: _Run, step: int, topic: int, terms: dict[str, float]) -> dict[str, Any]:

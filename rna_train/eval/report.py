@@ -534,6 +534,26 @@ def _metrics_figure(runs: Sequence[Run]) -> bytes | None:
     return _png(fig)
 
 
+def _eval_figure(runs: Sequence[Run]) -> bytes | None:
+    """One panel per ``eval/<metric>/<key>`` column of metrics.jsonl (train.eval), one line per run."""
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for run in runs for row in run.metrics for k in row if k.startswith("eval/")})
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for run in runs:
+            pts = [(row.get("step", i), row[key]) for i, row in enumerate(run.metrics) if key in row]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run.label)
+        ax.set_title(key[len("eval/"):], fontsize=8)
+        ax.set_xlabel("step")
+    _legend_outside(axes[0][-1], 6)
+    fig.tight_layout()
+    return _png(fig)
+
+
 # ----------------------------------------------------------------------------- assembly
 
 def build_blocks(runs: Sequence[Run], title: str) -> list[Block]:
@@ -595,6 +615,11 @@ def build_blocks(runs: Sequence[Run], title: str) -> list[Block]:
     if fig:
         blocks += [Block("h2", "Training losses"),
                    Block("figure", "Loss curves from metrics.jsonl", png=fig, name="training_losses")]
+    curves = _eval_figure(runs)
+    if curves:
+        blocks += [Block("h2", "Evaluation during training"),
+                   Block("figure", "Registered metrics (train.eval) after each evaluated step", png=curves,
+                         name="eval_during_training")]
     return blocks
 
 

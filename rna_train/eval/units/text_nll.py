@@ -1,0 +1,29 @@
+"""Held-out forget and retain text: mean next-token NLL and top-1 accuracy (unlearning strength and cost)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rna_train.eval.registry import register
+
+
+def _score(model: Any, tokenizer: Any, inputs: Mapping[str, Any], corpus: str) -> dict[str, float]:
+    from rna_train.attacks.textnll import document_scores
+    from rna_train.data import read_texts
+
+    texts = [t for t in read_texts(inputs[corpus]) if t.strip()][: int(inputs.get("max_texts", 32))]
+    scores = document_scores(model, tokenizer, texts, max_length=int(inputs.get("max_length", 64)))
+    return {"nll": float(scores["nll"].mean()), "top1": float(scores["top1"].mean())}
+
+
+@register("forget_text", directions={"nll": "higher", "top1": "lower"}, needs=("forget",))
+def forget_text(model: Any, tokenizer: Any, inputs: Mapping[str, Any]) -> dict[str, float]:
+    """NLL and top-1 of the first max_length tokens of max_texts held-out forget texts (higher NLL: more forgotten)."""
+    return _score(model, tokenizer, inputs, "forget")
+
+
+@register("retain_text", directions={"nll": "lower", "top1": "higher"}, needs=("retain",))
+def retain_text(model: Any, tokenizer: Any, inputs: Mapping[str, Any]) -> dict[str, float]:
+    """NLL and top-1 of held-out retain texts (the cost of unlearning: lower NLL is better)."""
+    return _score(model, tokenizer, inputs, "retain")
