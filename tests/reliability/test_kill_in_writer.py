@@ -38,9 +38,9 @@ def partial(tensors, path, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def before_rename(tmp, step, *args, **kwargs):
-    write(tmp, step, *args, **kwargs)
-    if step == at:
+def before_rename(tmp, weights, tensors, state):
+    write(tmp, weights, tensors, state)
+    if state["step"] == at:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
