@@ -327,6 +327,11 @@ def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence
     for i, topic in enumerate(cfg.data.forget):
         if not topic.path:
             raise RNAError("no files", where=f"data.forget.{i}.path", fix="set the topic's path")
+    for where, corpus in [*((f"data.forget.{i}", t) for i, t in enumerate(cfg.data.forget)),
+                          ("data.retain", cfg.data.retain)]:
+        if corpus.streaming and corpus.limit is None:
+            raise RNAError("streaming reads the first `limit` documents, and no limit is set", where=f"{where}.limit",
+                           fix=f"set {where}.limit (e.g. 10000), or {where}.streaming=false")
     return cfg, options
 
 

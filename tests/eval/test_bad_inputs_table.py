@@ -23,6 +23,29 @@ CASES: list[tuple[list[str], str]] = [
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "rna.noise.nu=-1"], "rna.noise.nu"),
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "data.max_length=5000"], "position window"),
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "rna.layer=3"], "rna.layer"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "train.warmup_steps=99"], "warmup_steps"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "train.lr_schedule=step"], "lr_schedule"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "train.tracker=comet"], "train.tracker"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "model.lora.rank=-1"], "model.lora.rank"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "model.lora.save=both"], "model.lora.save"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "train.eval.every=2",
+      "train.eval.metrics=[nosuch]"], "unknown metric"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "train.eval.every=2"], "needs forget"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "data.forget.0.streaming=true",
+      "output_dir={tmp}/o"], "data.forget.0.limit"),
+    (["sweep", "--config", "experiments/configs/tiny_llama_rmu.yaml", "--out", "{tmp}/s", "train.lr=1e-3"],
+     "nothing to sweep"),
+    (["sweep", "--config", "experiments/configs/tiny_llama_rmu.yaml", "--out", "{tmp}/s", "seed=0,1",
+      "rna.noise.nu=0.1,-1"], "rna.noise"),
+    (["sweep", "--config", "experiments/configs/tiny_llama_rmu.yaml", "--out", "{tmp}/s", "output_dir=a,b"],
+     "set by the sweep"),
+    (["sweep", "--summary-only", "--out", "{tmp}/empty"], "no sweep.json"),
+    (["attack", "relearn", "--model", "{model}", "--forget", "{probe}", "--retain", "{probe}", "--out", "{tmp}/a",
+      "--text-field", "question"], "--attack-texts"),
+    (["attack", "quantize", "--model", "{model}", "--forget", "{probe}", "--retain", "{probe}", "--bits", "2",
+      "--out", "{tmp}/a", "--text-field", "question"], "--bits"),
+    (["attack", "quantize", "--model", "{tmp}/no/such", "--forget", "{probe}", "--retain", "{probe}",
+      "--out", "{tmp}/a", "--text-field", "question"], "folder not found"),
     (["eval", "--model", "{model}"], "--probe"),
     (["eval", "--model", "{model}", "--probe", "{tmp}/missing.jsonl"], "missing.jsonl"),
     (["eval", "--model", "{model}", "--probe", "{probe}", "--keywords", "bio"], "--perturb"),
@@ -62,5 +85,5 @@ def test_bad_input(argv: list[str], needle: str, llama_dir: Path, probe_file: Pa
 
 
 def test_the_table_covers_every_command() -> None:
-    assert {argv[0] for argv, _ in CASES} >= {"tune", "unlearn", "eval", "audit", "report"}
+    assert {argv[0] for argv, _ in CASES} >= {"tune", "unlearn", "eval", "audit", "report", "sweep", "attack"}
     assert json.dumps(CASES)  # plain data: the table doubles as documentation
