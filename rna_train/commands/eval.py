@@ -83,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write lm-evaluation-harness task folders (YAML + data) for the probe")
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory for eval.json and predictions.jsonl (text mode: fragility.json, cells.npz)")
+    group = parser.add_argument_group("lm-eval mode (lm-evaluation-harness tasks on the loaded model)")
+    group.add_argument("--lm-eval", default=None, metavar="TASKS",
+                       help="comma-separated lm-eval task names, or local ones: mmlu, mmlu_sars (one word of each "
+                            "question replaced by SARS-CoV-2), mmlu_forget, mmlu_retain (rna assets fetch mmlu)")
+    group.add_argument("--lm-eval-include", action="append", default=[], type=Path, metavar="DIR",
+                       help="folder of lm-eval task YAMLs (repeatable)")
     add_text_arguments(parser.add_argument_group("text mode (keyword fragility on text)"))
 
 
@@ -114,6 +120,47 @@ def add_text_arguments(group: Any) -> None:
                        help="--out folder of a text run of the baseline model: report the paired excess over it")
     group.add_argument("--no-shared-prefix", action="store_true",
                        help="score every sequence in full instead of reusing the prefix's KV cache")
+
+
+def run_lm_eval(args: argparse.Namespace) -> int:
+    """lm-eval mode: local tasks written, every name checked, the model loaded once, lmeval.json written."""
+    import json
+    import sys
+    import tempfile
+
+    from rna_theory.errors import RNAError
+    from rna_train.eval.evaluate import check_output_folder
+    from rna_train.eval.lmeval import _require_lm_eval
+    from rna_train.eval.lmevalrun import LOCAL_TASKS, check_tasks, format_table, run_lmeval, write_local_tasks
+    from rna_train.eval.loading import load_for_eval, pick_device
+
+    if args.probe is not None or args.text is not None:
+        raise RNAError("--lm-eval runs lm-eval tasks, not a --probe or --text", where="--lm-eval",
+                       fix="drop --probe/--text (or run rna eval twice)")
+    names = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
+    if not names or len(set(names)) != len(names):
+        raise RNAError(f"bad task list {args.lm_eval!r}", where="--lm-eval", fix="list each task once: mmlu,mmlu_sars")
+    _require_lm_eval()
+    check_output_folder(args.out)
+    pick_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = {}
+        if any(n in LOCAL_TASKS for n in names):
+            from rna_train.studies.assets import require
+
+            local = write_local_tasks(names, require("mmlu"), Path(tmp), seed=args.seed, sample=args.limit)
+        include = [*args.lm_eval_include, *([Path(tmp)] if local else [])]
+        check_tasks([local.get(n, n) for n in names], include)
+        model, tok = load_for_eval(args.model, dtype=args.dtype, device=args.device)
+        results = run_lmeval(model, tok, names, include_path=include, local=local, batch_size=args.batch_size,
+                             limit=args.limit if not local else None)
+    record = {"mode": "lm-eval", "model": args.model, "tasks": names, "limit": args.limit, "seed": args.seed,
+              "results": results}
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "lmeval.json").write_text(json.dumps(record, indent=1))
+    sys.stdout.write(format_table(results) + "\n")
+    return 0
 
 
 def run_text(args: argparse.Namespace) -> int:
@@ -162,9 +209,11 @@ def run(args: argparse.Namespace) -> int:
     """Validate inputs, build perturbations, load the model, evaluate and write the run directory."""
     from rna_theory.errors import RNAError
 
+    if args.lm_eval is not None:
+        return run_lm_eval(args)
     if (args.probe is None) == (args.text is None):
-        raise RNAError("give exactly one of --probe (multiple choice) and --text (keyword fragility)",
-                       where="rna eval", fix="pass --probe PROBE.jsonl or --text CORPUS")
+        raise RNAError("give exactly one of --probe (multiple choice), --text (keyword fragility) and --lm-eval",
+                       where="rna eval", fix="pass --probe PROBE.jsonl, --text CORPUS or --lm-eval TASKS")
     if args.text is not None:
         return run_text(args)
     from rna_theory.errors import check_probability

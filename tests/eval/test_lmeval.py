@@ -57,3 +57,51 @@ def test_rna_eval_exports_lmeval_tasks(llama_dir, probe_file, tmp_path):
     for name in ("rna_mmlu_clean", "rna_mmlu_perturbed"):
         assert (tmp_path / "tasks" / name / f"{name}.yaml").is_file()
         assert len((tmp_path / "tasks" / name / f"{name}.jsonl").read_text().splitlines()) == 12
+
+
+def test_rna_eval_lm_eval_mode_runs_local_mmlu_tasks(llama_dir, probe_file, tmp_path, monkeypatch, capsys):
+    """`rna eval --lm-eval mmlu,mmlu_sars` on a stand-in MMLU asset: both tasks scored offline in process,
+    accuracy equal to our own scorer's, the SARS-CoV-2 substitution in every perturbed question."""
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'rna[lmeval]')")
+    import json
+    import shutil
+
+    from eval_helpers import rna
+
+    from rna_train.eval.lmevalrun import write_local_tasks
+    from rna_train.eval.loading import load_for_eval
+    from rna_train.studies import assets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    mmlu = tmp_path / "mmlu"
+    mmlu.mkdir()
+    for name in ("all", "forget", "retain"):
+        shutil.copy(probe_file, mmlu / f"{name}.jsonl")
+    monkeypatch.setattr(assets, "require", lambda name, root=None: mmlu)
+    written = write_local_tasks(["mmlu_sars"], mmlu, tmp_path / "w")
+    rows = [json.loads(x) for x in (tmp_path / "w" / "rna_mmlu_sars" / "rna_mmlu_sars.jsonl").read_text().splitlines()]
+    assert written == {"mmlu_sars": "rna_mmlu_sars"} and all("SARS-CoV-2" in r["question"] for r in rows)
+    out = tmp_path / "run"
+    assert rna("eval", "--model", str(llama_dir), "--lm-eval", "mmlu,mmlu_sars", "--out", str(out)) == 0
+    record = json.loads((out / "lmeval.json").read_text())
+    questions = load_probe(probe_file)
+    model, tok = load_for_eval(str(llama_dir), "fp32", "cpu")
+    ours, _ = evaluate(model, tok, questions, scorings=["loglik"])
+    acc = record["results"]["mmlu"]["acc"]
+    assert acc["n"] == len(questions) and acc["rate"] == pytest.approx(ours["loglik"]["clean"]["overall"]["rate"])
+    assert record["results"]["mmlu_sars"]["acc"]["n"] == len(questions)
+    assert "| mmlu_sars |" in capsys.readouterr().out
+
+
+def test_lm_eval_mode_refuses_unknown_tasks_before_loading(llama_dir, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'rna[lmeval]')")
+    from eval_helpers import rna
+
+    from rna_theory.errors import RNAError
+    from rna_train.eval import loading
+
+    monkeypatch.setattr(loading, "load_for_eval", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(RNAError, match=r"unknown lm-eval task\(s\) \['no_such_task'\]"):
+        rna("eval", "--model", str(llama_dir), "--lm-eval", "no_such_task", "--lm-eval-include", str(tmp_path))
