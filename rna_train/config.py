@@ -30,6 +30,7 @@ from rna_train.schema import (
     to_dict,
     yaml_load,
 )
+from rna_train.tracking import TRACKERS
 
 __all__ = ["RunConfig", "describe", "dump_yaml", "field", "from_dict", "load_config", "load_raw", "parse_noise",
            "parse_override", "set_dotted", "shorthands", "to_dict", "yaml_load"]
@@ -176,7 +177,7 @@ class TrainConfig:
                                                   "polynomial", "inverse_sqrt"),
                              doc="learning-rate schedule over train.steps (transformers.get_scheduler)")
     warmup_steps: int = field(0, min=0, doc="linear warm-up from 0 to train.lr over this many steps")
-    tracker: str = field("auto", choices=("auto", "none", "tensorboard", "wandb", "trackio", "mlflow"),
+    tracker: str = field("auto", choices=TRACKERS,
                          doc="experiment tracker through accelerate (auto: TensorBoard when installed, else none)")
     gradient_checkpointing: bool = field(False, doc="recompute decoder layers in the backward pass instead of "
                                          "keeping their activations (less memory, about one more forward)")

@@ -96,13 +96,13 @@ def read_texts(path: str | Path, text_field: str = "text", *, fmt: str = "auto",
     """
     if fmt not in FORMATS:
         raise RNAError(f"unknown format {fmt!r}", where=str(path), fix=f"use one of {', '.join(FORMATS)}")
-    kind = _format_of(Path(path), fmt) if fmt != "auto" or Path(path).exists() or not _looks_like_hub_id(path) \
-        else "hub"
+    source, path = str(path), Path(path)
+    missing = not path.exists()
+    kind = "hub" if fmt == "auto" and missing and _looks_like_hub_id(source) else _format_of(path, fmt)
     if kind in ("hub", "csv"):
-        return read_dataset(str(path), text_field, split=split, subset=subset, streaming=streaming, limit=limit,
+        return read_dataset(source, text_field, split=split, subset=subset, streaming=streaming, limit=limit,
                             builder="csv" if kind == "csv" else None)
-    path = Path(path)
-    if not path.exists():
+    if missing:
         raise RNAError("file not found", where=str(path), fix="check the corpus path")
     return _READERS[kind](path, text_field, split)
 

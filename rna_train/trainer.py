@@ -561,7 +561,8 @@ def _save_periodic(run: _Run, step: int) -> None:
     if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
         if main or gather:
             checkpoint.save(run.out / "checkpoints", step + 1, run.model, run.optimizer.optimizer, run.prep.trainable,
-                            {"seed": run.cfg.seed, "rng": "stateless: seeded from (seed, step, process)",
+                            {"seed": run.cfg.seed, "rng": "stateless: batches from (seed, step), RNA noise from "
+                                                          "(seed, step, sample), the rest from (seed, step, process)",
                              "scheduler": run.scheduler.state_dict()}, t.keep_checkpoints, write=main)
         accelerator.wait_for_everyone()
 

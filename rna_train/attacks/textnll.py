@@ -10,9 +10,10 @@ import numpy as np
 from rna_theory.errors import RNAError
 
 
-def document_scores(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64,
-                    batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Per text: mean NLL and top-1 accuracy of its first ``max_length`` tokens (texts under 2 tokens skipped)."""
+def text_token_scores(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64,
+                      batch_size: int = 16) -> list[Any]:
+    """Per text, the :class:`~rna_train.eval.tokenscores.TokenScores` of its tokens 2..``max_length``
+    given the first (texts under 2 tokens are skipped)."""
     from rna_train.eval.scoring import pad_id
     from rna_train.eval.tokenscores import plain_scores
 
@@ -21,9 +22,15 @@ def document_scores(model: Any, tokenizer: Any, texts: Sequence[str], *, max_len
         ids = list(tokenizer(text)["input_ids"])[:max_length]
         if len(ids) >= 2:
             groups.append((ids[:1], [ids[1:]]))
-    if not groups:
+    return [g[0] for g in plain_scores(model, groups, batch_size=batch_size, pad_id=pad_id(tokenizer))]
+
+
+def document_scores(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64,
+                    batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per text: mean NLL and top-1 accuracy of its first ``max_length`` tokens (texts under 2 tokens skipped)."""
+    scores = text_token_scores(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+    if not scores:
         raise RNAError("no text has 2 or more tokens", where="texts", fix="pass longer held-out texts")
-    scores = [g[0] for g in plain_scores(model, groups, batch_size=batch_size, pad_id=pad_id(tokenizer))]
     return {"nll": np.array([-s.logprobs.mean() for s in scores]), "top1": np.array([s.top1.mean() for s in scores])}
 
 

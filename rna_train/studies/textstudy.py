@@ -83,18 +83,12 @@ def prepare_data(root: str | Path, tokenizer: Any, *, heldout_every: int = 5, n_
 def corpus_nll(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64,
                batch_size: int = 16) -> dict[str, float]:
     """Mean token NLL and top-1 accuracy of the first ``max_length`` tokens of each text."""
-    from rna_train.eval.scoring import pad_id
-    from rna_train.eval.tokenscores import plain_scores
+    from rna_train.attacks.textnll import text_token_scores
 
-    groups = []
-    for text in texts:
-        ids = list(tokenizer(text)["input_ids"])[:max_length]
-        if len(ids) >= 2:
-            groups.append((ids[:1], [ids[1:]]))
-    scores = [g[0] for g in plain_scores(model, groups, batch_size=batch_size, pad_id=pad_id(tokenizer))]
+    scores = text_token_scores(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
     logp = np.concatenate([s.logprobs for s in scores])
     top1 = np.concatenate([s.top1 for s in scores])
-    return {"nll": float(-logp.mean()), "top1": float(top1.mean()), "n_texts": len(groups), "n_tokens": int(logp.size)}
+    return {"nll": float(-logp.mean()), "top1": float(top1.mean()), "n_texts": len(scores), "n_tokens": int(logp.size)}
 
 
 def evaluate_model(model: Any, tokenizer: Any, data: StudyData, spec: TextSpec, out: Path, *,

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rna_train.eval.registry import register
 
 
-def _score(model: Any, tokenizer: Any, inputs: Mapping[str, Any], corpus: str) -> dict[str, float]:
-    from rna_train.attacks.textnll import document_scores
+@functools.lru_cache(maxsize=8)
+def _texts(path: str, limit: int, _mtime_ns: int) -> tuple[str, ...]:
+    """The first ``limit`` non-empty texts of ``path``, read once per file version (every evaluation of a
+    run scores them; the modification time in the key makes an edited file read again)."""
     from rna_train.data import read_texts
 
-    texts = [t for t in read_texts(inputs[corpus]) if t.strip()][: int(inputs.get("max_texts", 32))]
+    return tuple([t for t in read_texts(path) if t.strip()][:limit])
+
+
+def _score(model: Any, tokenizer: Any, inputs: Mapping[str, Any], corpus: str) -> dict[str, float]:
+    from rna_train.attacks.textnll import document_scores
+
+    path = str(inputs[corpus])
+    texts = _texts(path, int(inputs.get("max_texts", 32)), Path(path).stat().st_mtime_ns)
     scores = document_scores(model, tokenizer, texts, max_length=int(inputs.get("max_length", 64)))
     return {"nll": float(scores["nll"].mean()), "top1": float(scores["top1"].mean())}
 
