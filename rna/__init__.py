@@ -14,6 +14,8 @@
 * :func:`tune`: the noise scale from the bounds (``rna tune``), from a latents file or from margins.
 * :func:`sweep`: a resumable grid of runs (``rna sweep``): list values are axes, scalars fixed;
   returns the summary (per point, mean and 95 % interval over seeds of the chosen metrics).
+* :func:`robustness`: the whole robustness suite (``rna robustness``: held-out text, MMLU clean and
+  perturbed, keyword fragility, quantization, relearning, GCG) with its HTML report; resumable.
 
 Models may be given as a folder (loaded once, with its tokenizer) or as a loaded ``(model, tokenizer)``.
 """
@@ -29,7 +31,7 @@ from typing import Any
 
 from rna_theory.errors import RNAError
 
-__all__ = ["RNAError", "UnlearnResult", "audit", "evaluate", "sweep", "tune", "unlearn"]
+__all__ = ["RNAError", "UnlearnResult", "audit", "evaluate", "robustness", "sweep", "tune", "unlearn"]
 
 log = logging.getLogger(__name__)
 
@@ -187,3 +189,24 @@ def tune(latents: str | Path | None = None, *, target: float = 0.95, **kwargs: A
     if latents is not None:
         return tune_from_file(latents, target=target, **kwargs)
     return tune_arrays(target=target, **kwargs)
+
+
+def robustness(models: Sequence[str | Path], *, base: str | Path, out: str | Path,
+               config: str | Path | None = None, **settings: Any) -> dict[str, Any]:
+    """Run (or resume) the robustness suite on ``models`` against ``base`` into ``out`` and write its
+    report (``rna robustness``); returns the ``robustness.json`` document.
+
+    ``settings``: suite config keys with ``__`` for the dots (``forget=..., gcg__steps=10,
+    sections=["text_nll", "gcg"]``); ``rna robustness --help-config`` lists them.
+    """
+    import json
+
+    from rna_train.robustness.config import load_suite
+    from rna_train.robustness.report import write_report
+    from rna_train.robustness.suite import run_suite
+
+    items = [f"models={json.dumps([str(m) for m in models])}", f"base={json.dumps(str(base))}"]
+    items += [f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in settings.items()]
+    doc = run_suite(load_suite(config, items), out)
+    write_report(doc, out)
+    return doc

@@ -120,3 +120,13 @@ def logits_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | No
     if model_type in SOFTCAP_HEAD and cap:
         return lambda states: torch.tanh(head(states) / cap) * cap
     return head
+
+
+def embed_onehot(model: nn.Module, onehot: torch.Tensor) -> torch.Tensor:
+    """Input embeddings of (soft) one-hot rows ``onehot`` (..., vocab): ``onehot @ W``, times the
+    embedding module's ``embed_scale`` where the family scales its embeddings (Gemma), so that a
+    one-hot row embeds exactly as its token id does (gradient-based token search needs this)."""
+    embedding = model.get_input_embeddings()
+    out = onehot.to(embedding.weight.dtype) @ embedding.weight
+    scale = getattr(embedding, "embed_scale", None)
+    return out * scale.to(out.dtype) if isinstance(scale, torch.Tensor) else out * (scale or 1.0)

@@ -1,9 +1,12 @@
-"""One registry of evaluation metrics: each is a small registered unit declaring its name, direction
-(is higher better?), the inputs it needs and how it computes; evaluation during training assembles
-from here (``train.eval.metrics``), so adding a metric is one module plus its test.
+"""One registry of evaluation metrics and attacks: each is a small registered unit declaring its
+name, direction (is higher better?), the inputs it needs, how it computes and how it renders.
+Evaluation during training (``train.eval.metrics``) and the robustness suite (``rna robustness``,
+its sections and report) assemble from here, so adding a metric or an attack is one module in
+:mod:`rna_train.eval.units` plus its test.
 
-A metric's ``compute(model, tokenizer, inputs)`` returns ``{key: value}`` (several numbers may come
-from one pass, e.g. NLL and top-1); the trainer logs them as ``eval/<metric>/<key>``.
+A unit has a ``compute(model, tokenizer, inputs) -> {key: value}`` (a scalar metric the trainer logs
+as ``eval/<metric>/<key>``), a :class:`Section` (a robustness-suite section: run on one model,
+summary rows, a figure), or both.
 """
 
 from __future__ import annotations
@@ -20,14 +23,45 @@ Compute = Callable[[Any, Any, Mapping[str, Any]], dict[str, float]]
 
 
 @dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the robustness summary: a measure, its statistic ``{mean, low, high}`` and which
+    way is better for the defender (``higher``/``lower``; None when neither, e.g. a raw score)."""
+
+    label: str
+    stat: Mapping[str, float]
+    better: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A robustness-suite section.
+
+    ``run(ctx, name)`` scores the model called ``name`` (``"base"`` for the base model) and returns a
+    JSON-able result; ``rows(result)`` gives its summary lines; ``figure(results)`` draws every model's
+    results (``{name: result}``) as PNG bytes or None; ``on_base``: the base model is run too (for
+    an attack, the same attack on the base model: the control); ``check(cfg)`` validates the suite
+    config's settings and requirements of this section before anything loads.
+    """
+
+    run: Callable[[Any, str], dict[str, Any]]
+    rows: Callable[[Mapping[str, Any]], list[Row]]
+    figure: Callable[[Mapping[str, Mapping[str, Any]]], bytes | None] | None = None
+    on_base: bool = True
+    title: str = ""
+    check: Callable[[Any], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class MetricSpec:
-    """A registered metric: what it is called, which way is better, what it reads, how it computes."""
+    """A registered unit: what it is called, which way is better, what it reads, how it computes
+    (``compute``: a scalar metric of one model) and how it runs in the suite (``section``)."""
 
     name: str
     directions: Mapping[str, str]  # key -> "higher" | "lower" (is better)
     needs: tuple[str, ...]
     doc: str
-    compute: Compute
+    compute: Compute | None = None
+    section: Section | None = None
 
 
 _METRICS: dict[str, MetricSpec] = {}
@@ -48,6 +82,20 @@ def register(name: str, *, directions: Mapping[str, str], needs: tuple[str, ...]
     return wrap
 
 
+def register_section(name: str, section: Section, *, directions: Mapping[str, str],
+                     needs: tuple[str, ...] = (), doc: str = "") -> None:
+    """Register ``section`` as the suite section ``name`` (or attach it to the metric ``name``)."""
+    bad = {k: v for k, v in directions.items() if v not in ("higher", "lower")}
+    if bad:
+        raise ValueError(f"section {name}: direction must be 'higher' or 'lower', got {bad}")
+    if name in _METRICS:
+        if _METRICS[name].section is not None:
+            raise ValueError(f"section {name!r} is registered twice")
+        _METRICS[name] = dataclasses.replace(_METRICS[name], section=section)
+        return
+    _METRICS[name] = MetricSpec(name, dict(directions), tuple(needs), doc.strip(), None, section)
+
+
 def _load_units() -> None:
     from rna_train.eval import units
 
@@ -61,9 +109,15 @@ def available() -> dict[str, MetricSpec]:
     return dict(_METRICS)
 
 
+def sections() -> dict[str, MetricSpec]:
+    """Every unit with a robustness-suite section, by name, in registration order."""
+    return {name: spec for name, spec in available().items() if spec.section is not None}
+
+
 def get(name: str) -> MetricSpec:
-    """The metric ``name``; an unknown name is an RNAError listing the registered ones."""
-    metrics = available()
+    """The training-time metric ``name``; an unknown name (or a suite-only section) is an RNAError
+    listing the metrics."""
+    metrics = {n: m for n, m in available().items() if m.compute is not None}
     if name not in metrics:
         raise RNAError(f"unknown metric {name!r}", where="train.eval.metrics",
                        fix=f"use one of {', '.join(sorted(metrics))}")

@@ -13,10 +13,7 @@ string that comes from a run (labels, subjects, questions, keywords, paths) is H
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import io
 import json
 import logging
 import math
@@ -27,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rna_theory.errors import RNAError
+from rna_train.eval.document import Block, legend_outside, png, write_document
 from rna_train.eval.runinfo import read_config, run_label, training_info
 
 log = logging.getLogger(__name__)
@@ -110,71 +108,6 @@ def load_run(path: str | Path) -> Run:
     metrics = next((m for m in (path / "metrics.jsonl", path.parent / "metrics.jsonl") if m.is_file()), None)
     return Run(path, str(label), info, ev, au, _read_jsonl(path / "predictions.jsonl"),
                _read_jsonl(metrics) if metrics else [])
-
-
-# ----------------------------------------------------------------------------- document model
-
-@dataclasses.dataclass
-class Block:
-    """One report element: ``kind`` is h1, h2, p, table or figure."""
-
-    kind: str
-    text: str = ""
-    headers: Sequence[str] = ()
-    rows: Sequence[Sequence[str]] = ()
-    png: bytes = b""
-    name: str = ""
-
-
-def _md_text(text: str) -> str:
-    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(blocks: Sequence[Block], figure_dir: str) -> str:
-    """Markdown for ``blocks``; figures reference ``figure_dir/<name>.png``."""
-    out = []
-    for b in blocks:
-        if b.kind == "h1":
-            out.append(f"# {_md_text(b.text)}")
-        elif b.kind == "h2":
-            out.append(f"## {_md_text(b.text)}")
-        elif b.kind == "p":
-            out.append(_md_text(b.text))
-        elif b.kind == "table":
-            out.append("| " + " | ".join(_md_text(h) for h in b.headers) + " |")
-            out.append("|" + "---|" * len(b.headers))
-            out.extend("| " + " | ".join(_md_text(c) for c in row) + " |" for row in b.rows)
-        elif b.kind == "figure":
-            out.append(f"![{_md_text(b.text)}]({figure_dir}/{b.name}.png)")
-        out.append("")
-    return "\n".join(out)
-
-
-_CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto}"
-        "td,th{border:1px solid #ccc;padding:.25em .6em;"
-        "text-align:left}th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}"
-        "figcaption{color:#555;font-size:.9em}")
-
-
-def render_html(blocks: Sequence[Block], title: str) -> str:
-    """One self-contained HTML page (inline CSS, base64 PNG figures, no scripts)."""
-    esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b.kind in ("h1", "h2", "p"):
-            parts.append(f"<{b.kind}>{esc(b.text)}</{b.kind}>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{esc(h)}</th>" for h in b.headers)
-            body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif b.kind == "figure":
-            data = base64.b64encode(b.png).decode("ascii")
-            parts.append(f'<figure id="fig-{esc(b.name)}"><img alt="{esc(b.text)}" '
-                         f'src="data:image/png;base64,{data}"><figcaption>{esc(b.text)}</figcaption></figure>')
-    parts.append("</body></html>")
-    return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- numbers and tables
@@ -344,20 +277,6 @@ def _examples(runs: Sequence[Run]) -> Block | None:
 
 # ----------------------------------------------------------------------------- figures
 
-def _legend_outside(ax: Any, fontsize: int) -> None:
-    """The legend to the right of the axes, so a dozen runs' entries never cover the curves."""
-    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _accuracy_figure(runs: Sequence[Run]) -> bytes | None:
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -378,9 +297,9 @@ def _accuracy_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_xlabel("")
-    _legend_outside(ax, 8)
+    legend_outside(ax, 8)
     ax.tick_params(axis="x", labelrotation=15)
-    return _png(fig)
+    return png(fig)
 
 
 def _histogram_figure(runs: Sequence[Run]) -> bytes | None:
@@ -427,9 +346,9 @@ def _histogram_figure(runs: Sequence[Run]) -> bytes | None:
         ax.set_xlim(-width, width)
         ax.set_title(f"{label}\n{kind} ({100 * (1 - inside.mean()):.2g}% beyond 5 eta)", fontsize=8)
         ax.set_xlabel("centred latent difference")
-        _legend_outside(ax, 6)
+        legend_outside(ax, 6)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _prediction_figure(runs: Sequence[Run]) -> bytes | None:
@@ -455,7 +374,7 @@ def _prediction_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_ylabel("P(prediction unchanged)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("predicted (lines) vs measured (dotted)", fontsize=9)
-    _legend_outside(ax, 6)
+    legend_outside(ax, 6)
     if points:
         ax = axes[0, 1]
         for i, (run, kind, entry) in enumerate(points):
@@ -470,9 +389,9 @@ def _prediction_figure(runs: Sequence[Run]) -> bytes | None:
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("predicted at the run's nu")
         ax.set_ylabel("measured unchanged (95% CI)")
-        _legend_outside(ax, 6)
+        legend_outside(ax, 6)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _probe_name(run: Run) -> str:
@@ -509,8 +428,8 @@ def _ablation_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_xlabel("RNA noise std nu")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
-    _legend_outside(ax, 7)
-    return _png(fig)
+    legend_outside(ax, 7)
+    return png(fig)
 
 
 def _metrics_figure(runs: Sequence[Run]) -> bytes | None:
@@ -530,8 +449,8 @@ def _metrics_figure(runs: Sequence[Run]) -> bytes | None:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    _legend_outside(ax, 6)
-    return _png(fig)
+    legend_outside(ax, 6)
+    return png(fig)
 
 
 def _eval_figure(runs: Sequence[Run]) -> bytes | None:
@@ -549,9 +468,9 @@ def _eval_figure(runs: Sequence[Run]) -> bytes | None:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run.label)
         ax.set_title(key[len("eval/"):], fontsize=8)
         ax.set_xlabel("step")
-    _legend_outside(axes[0][-1], 6)
+    legend_outside(axes[0][-1], 6)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -646,14 +565,4 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
         raise RNAError("no run directories given", where="report", fix="pass at least one run directory")
     unique_labels(runs)
     blocks = build_blocks(runs, title)
-    out = Path(out_dir)
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    for b in blocks:
-        if b.kind == "figure":
-            (figures / f"{b.name}.png").write_bytes(b.png)
-    md = out / "report.md"
-    md.write_text(render_markdown(blocks, "figures"), encoding="utf-8")
-    page = out / "report.html"
-    page.write_text(render_html(blocks, title), encoding="utf-8")
-    return md, page
+    return write_document(blocks, out_dir, title)

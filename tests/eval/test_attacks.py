@@ -85,10 +85,13 @@ def test_cli_writes_results_with_the_base_model(llama_dir: Path, files: dict[str
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["relearn"], "needs the texts to fine-tune on"),
+    (["relearn"], "relearn needs the texts to attack with"),
     (["quantize", "--bits", "3"], r"cannot quantize to \[3\] bits"),
     (["quantize", "--backend", "bitsandbytes"], "not implemented yet"),
     (["quantize", "--forget", "/nonexistent.jsonl"], "file not found"),
+    (["gcg"], "gcg needs the texts to attack with"),
+    (["gcg", "--attack-texts", "{attack}", "--gcg", "steps=x"], "bad --gcg 'steps=x'"),
+    (["gcg", "--attack-texts", "{attack}", "--gcg", "topk=0"], r"gcg\.topk must be a positive integer"),
 ])
 def test_bad_inputs_fail_before_loading(extra: list[str], message: str, files: dict[str, Path], tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +99,7 @@ def test_bad_inputs_fail_before_loading(extra: list[str], message: str, files: d
 
     monkeypatch.setattr(loading, "load_for_eval", lambda *a, **k: pytest.fail("a model was loaded"))
     argv = ["attack", extra[0], "--model", str(tmp_path), "--forget", str(files["forget"]), "--retain",
-            str(files["retain"]), "--out", str(tmp_path / "o"), *extra[1:]]
+            str(files["retain"]), "--out", str(tmp_path / "o"), *(e.format(attack=files["attack"]) for e in extra[1:])]
     with pytest.raises(RNAError, match=message):
         rna(*argv)
     assert not (tmp_path / "o").exists()

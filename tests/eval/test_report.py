@@ -221,7 +221,7 @@ def test_figures_plot_the_runs_numbers(runs, monkeypatch):
     metrics.jsonl values (the figure objects are inspected instead of their PNG)."""
     import rna_train.eval.report as report
 
-    monkeypatch.setattr(report, "_png", lambda fig: fig)
+    monkeypatch.setattr(report, "png", lambda fig: fig)
     loaded = [report.load_run(r) for r in runs]
     fig = report._prediction_figure(loaded)
     lines = fig.axes[0].lines

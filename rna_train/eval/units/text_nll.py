@@ -1,4 +1,5 @@
-"""Held-out forget and retain text: mean next-token NLL and top-1 accuracy (unlearning strength and cost)."""
+"""Held-out forget and retain text: mean next-token NLL and top-1 accuracy (unlearning strength and cost),
+as training-time metrics (forget_text, retain_text) and as the suite section text_nll."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rna_train.eval.registry import register
+from rna_train.eval.registry import Row, Section, register, register_section
 
 
 @functools.lru_cache(maxsize=8)
@@ -38,3 +39,25 @@ def forget_text(model: Any, tokenizer: Any, inputs: Mapping[str, Any]) -> dict[s
 def retain_text(model: Any, tokenizer: Any, inputs: Mapping[str, Any]) -> dict[str, float]:
     """NLL and top-1 of held-out retain texts (the cost of unlearning: lower NLL is better)."""
     return _score(model, tokenizer, inputs, "retain")
+
+
+def _suite_text_nll(ctx: Any, name: str) -> dict[str, Any]:
+    """Forget and retain NLL / top-1 of one model, intervals over texts."""
+    from rna_train.attacks.textnll import summary
+
+    model, tok = ctx.model(name)
+    corpora = {k: ctx.texts(k, ctx.cfg.max_texts) for k in ("forget", "retain")}
+    return summary(model, tok, corpora, max_length=ctx.cfg.max_length)
+
+
+def _text_rows(result: Mapping[str, Any]) -> list[Row]:
+    return [Row(f"{corpus} {key}", result[corpus][key], better)
+            for corpus, key, better in (("forget", "nll", "higher"), ("forget", "top1", "lower"),
+                                        ("retain", "nll", "lower"), ("retain", "top1", "higher"))]
+
+
+register_section("text_nll", Section(_suite_text_nll, _text_rows, title="Held-out text: forgetting and retain cost"),
+                 directions={"nll": "higher", "top1": "lower"}, needs=("forget", "retain"),
+                 doc="Mean next-token NLL and top-1 accuracy of the first max_length tokens of max_texts held-out "
+                     "forget and retain texts, 95 % bootstrap intervals over texts. Forgetting shows as a higher "
+                     "forget NLL than the base model's; its cost as a higher retain NLL.")

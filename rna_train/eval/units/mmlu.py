@@ -1,0 +1,70 @@
+"""Suite section ``mmlu``: lm-eval multiple-choice tasks on the loaded model, clean and with the paper's
+perturbation (``mmlu_sars``: one word of each question replaced by "SARS-CoV-2"), from the local MMLU
+asset, so the numbers come from the standard harness and run offline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rna_train.eval.registry import Row, Section, register_section
+
+#: Accuracy of guessing among four choices: a model near it cannot show a drop.
+CHANCE = 0.25
+
+
+def _run(ctx: Any, name: str) -> dict[str, Any]:
+    """Accuracy (and normalised accuracy) per task with Wilson intervals."""
+    import tempfile
+    from pathlib import Path
+
+    from rna_train.eval.lmevalrun import run_lmeval, write_local_tasks
+    from rna_train.studies.assets import require
+
+    cfg = ctx.cfg.mmlu
+    model, tok = ctx.model(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = write_local_tasks(cfg.tasks, require("mmlu"), Path(tmp), seed=ctx.cfg.seed, sample=cfg.limit)
+        results = run_lmeval(model, tok, cfg.tasks, include_path=[tmp] if local else [], local=local,
+                             batch_size=cfg.batch_size, limit=None if local else cfg.limit)
+    return {"tasks": results, "chance": CHANCE}
+
+
+def _check(cfg: Any) -> None:
+    """lm-eval installed, the MMLU asset present for local tasks, every task name known."""
+    import tempfile
+    from pathlib import Path
+
+    from rna_train.eval.lmevalrun import LOCAL_TASKS, check_tasks, write_local_tasks
+    from rna_train.studies.assets import require
+
+    names = cfg.mmlu.tasks
+    if not names or len(set(names)) != len(names):
+        from rna_theory.errors import RNAError
+
+        raise RNAError(f"bad task list {names}", where="mmlu.tasks", fix="list each task once: [mmlu, mmlu_sars]")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = {}
+        if any(n in LOCAL_TASKS for n in names):
+            local = write_local_tasks(names, require("mmlu"), Path(tmp), seed=cfg.seed, sample=1)
+        check_tasks([local.get(n, n) for n in names], [tmp] if local else [])
+
+
+def _rows(result: Mapping[str, Any]) -> list[Row]:
+    rows = []
+    for task, entry in result["tasks"].items():
+        r = entry.get("acc")
+        if r:
+            rows.append(Row(f"{task} accuracy (chance {result['chance']:.2f})",
+                            {"mean": r["rate"], "low": r["ci"][0], "high": r["ci"][1], "n": r["n"]}, "higher"))
+    return rows
+
+
+register_section("mmlu", Section(_run, _rows, check=_check,
+                                 title="MMLU through lm-eval: clean and SARS-CoV-2-perturbed"),
+                 directions={"acc": "higher"},
+                 doc="lm-eval accuracy on the first `mmlu.limit` questions of each task (local tasks from the "
+                     "MMLU asset; mmlu_sars replaces one word of each question by SARS-CoV-2, the paper's "
+                     "perturbation), Wilson 95 % intervals. A drop from mmlu to mmlu_sars larger for the "
+                     "unlearned model than for the base is the paper's fragility; a model at chance (0.25) "
+                     "cannot show it (SmolLM2-135M is there: read the keyword_text section instead).")
