@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 
 from rna_theory.errors import RNAError
+
+#: Headless chromium for the report screenshot tests (None: those tests are skipped).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 #: The test probe (one question and subject carry HTML tags that reports must escape).
 PROBE = [
@@ -53,4 +59,4 @@ def rna(*argv: str) -> int:
     return module.run(args)
 
 
-__all__ = ["PROBE", "RNAError", "rna"]
+__all__ = ["CHROMIUM", "FLAGS", "PROBE", "RNAError", "rna"]

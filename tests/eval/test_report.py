@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from eval_helpers import rna
+from eval_helpers import CHROMIUM, FLAGS, rna
 
 from rna_theory.errors import RNAError
 from rna_train.eval.report import write_report
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_helpers import RNAError, rna
+from eval_helpers import CHROMIUM, FLAGS, RNAError, rna
 
 from rna_train.robustness.suite import collect
 
@@ -28,20 +28,30 @@ def _write(path: Path, words: list[str], n: int, seed: int) -> Path:
     return path
 
 
-@pytest.fixture
-def inputs(tmp_path: Path, probe_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """Forget / retain / attack texts and a stand-in MMLU asset in a private cache."""
-    mmlu = tmp_path / "cache" / "assets" / "mmlu"
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory, probe_file: Path) -> dict[str, Path]:
+    """Forget / retain / attack texts and a stand-in MMLU asset in a private cache (offline lm-eval)."""
+    tmp = tmp_path_factory.mktemp("robustness-inputs")
+    mmlu = tmp / "cache" / "assets" / "mmlu"
     mmlu.mkdir(parents=True)
     for name in ("all", "forget", "retain"):
         shutil.copy(probe_file, mmlu / f"{name}.jsonl")
-    monkeypatch.setenv("RNA_CACHE_DIR", str(tmp_path / "cache"))
-    for key, value in (("HF_DATASETS_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"),
-                       ("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))):
-        monkeypatch.setenv(key, value)
-    return {"forget": _write(tmp_path / "forget.jsonl", FORGET_WORDS, 8, 1),
-            "retain": _write(tmp_path / "retain.jsonl", RETAIN_WORDS, 8, 2),
-            "attack": _write(tmp_path / "attack.jsonl", FORGET_WORDS, 8, 3)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RNA_CACHE_DIR", str(tmp / "cache"))
+        for key, value in (("HF_DATASETS_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"),
+                           ("HF_DATASETS_CACHE", str(tmp / "hf-cache"))):
+            mp.setenv(key, value)
+        yield {"forget": _write(tmp / "forget.jsonl", FORGET_WORDS, 8, 1),
+               "retain": _write(tmp / "retain.jsonl", RETAIN_WORDS, 8, 2),
+               "attack": _write(tmp / "attack.jsonl", FORGET_WORDS, 8, 3)}
+
+
+@pytest.fixture(scope="module")
+def suite(llama_dir: Path, llama2_dir: Path, inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished suite folder: every section on the base and one unlearned model."""
+    out = tmp_path_factory.mktemp("robustness") / "suite"
+    assert rna(*_argv(llama2_dir, llama_dir, inputs, out)) == 0
+    return out
 
 
 def _argv(model: Path, base: Path, inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
@@ -51,9 +61,9 @@ def _argv(model: Path, base: Path, inputs: dict[str, Path], out: Path, *extra: s
 
 
 def test_suite_runs_every_section_and_resumes(llama_dir: Path, llama2_dir: Path, inputs: dict[str, Path],
-                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+                                              suite: Path, tmp_path: Path) -> None:
     out = tmp_path / "suite"
-    assert rna(*_argv(llama2_dir, llama_dir, inputs, out)) == 0
+    shutil.copytree(suite, out)
     doc = json.loads((out / "robustness.json").read_text())
     sections = ["text_nll", "mmlu", "keyword_text", "quantize", "relearn", "gcg"]
     assert list(doc["sections"]) == sections and list(doc["models"]) == ["base", "unlearned"]
@@ -67,7 +77,6 @@ def test_suite_runs_every_section_and_resumes(llama_dir: Path, llama2_dir: Path,
                   "Quantization attack", "Relearning attack", "GCG attack"):
         assert title in page
     assert page.count("<figure") == len(sections) and "[" in page
-    assert "report:" in capsys.readouterr().out
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "sections").rglob("*.json")}
     gcg_file = out / "sections" / "gcg" / "unlearned.json"
@@ -138,3 +147,26 @@ def test_python_api_mirrors_the_cli(llama_dir: Path, llama2_dir: Path, inputs: d
                          max_length=16)
     assert doc["sections"] == json.loads((cli_out / "robustness.json").read_text())["sections"]
     assert (api_out / "report.html").is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(suite: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from PIL import Image
+
+    page = (suite / "report.html").resolve()
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert "<h1>Robustness of unlearning</h1>" in dom
+    assert dom.count("<h2>") == 8 and dom.count("<img ") == 6 and dom.count("<table>") == 2
+    for title in ("Held-out text", "MMLU through lm-eval", "Keyword fragility", "Quantization attack",
+                  "Relearning attack", "GCG attack"):
+        assert f"<h2>{title}" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1280,3000", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    image = Image.open(shot).convert("L")
+    low, high = image.getextrema()
+    assert image.size == (1280, 3000) and high - low > 100
