@@ -86,9 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("lm-eval mode (lm-evaluation-harness tasks on the loaded model)")
     group.add_argument("--lm-eval", default=None, metavar="TASKS",
                        help="comma-separated lm-eval task names, or local ones: mmlu, mmlu_sars (one word of each "
-                            "question replaced by SARS-CoV-2), mmlu_forget, mmlu_retain (rna assets fetch mmlu)")
+                            "question replaced by SARS-CoV-2), mmlu_forget, mmlu_retain (rna assets fetch mmlu), "
+                            "wmdp_bio, wmdp_cyber, wmdp_chem (--wmdp)")
     group.add_argument("--lm-eval-include", action="append", default=[], type=Path, metavar="DIR",
                        help="folder of lm-eval task YAMLs (repeatable)")
+    group.add_argument("--wmdp", type=Path, default=None, metavar="DIR",
+                       help="folder with the cais/wmdp files, for the local tasks wmdp_bio, wmdp_cyber, wmdp_chem "
+                            "(default: <asset cache>/wmdp)")
     add_text_arguments(parser.add_argument_group("text mode (keyword fragility on text)"))
 
 
@@ -131,7 +135,7 @@ def run_lm_eval(args: argparse.Namespace) -> int:
     from rna_theory.errors import RNAError
     from rna_train.eval.evaluate import check_output_folder
     from rna_train.eval.lmeval import _require_lm_eval
-    from rna_train.eval.lmevalrun import LOCAL_TASKS, check_tasks, format_table, run_lmeval, write_local_tasks
+    from rna_train.eval.lmevalrun import format_table, prepare_tasks, run_lmeval
     from rna_train.eval.loading import load_for_eval, pick_device
 
     if args.probe is not None or args.text is not None:
@@ -144,13 +148,8 @@ def run_lm_eval(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        local = {}
-        if any(n in LOCAL_TASKS for n in names):
-            from rna_train.studies.assets import require
-
-            local = write_local_tasks(names, require("mmlu"), Path(tmp), seed=args.seed, sample=args.limit)
-        include = [*args.lm_eval_include, *([Path(tmp)] if local else [])]
-        check_tasks([local.get(n, n) for n in names], include)
+        local, include = prepare_tasks(names, Path(tmp), seed=args.seed, sample=args.limit, wmdp_dir=args.wmdp,
+                                       include=args.lm_eval_include)
         model, tok = load_for_eval(args.model, dtype=args.dtype, device=args.device)
         results = run_lmeval(model, tok, names, include_path=include, local=local, batch_size=args.batch_size,
                              limit=args.limit if not local else None)

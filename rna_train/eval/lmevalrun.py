@@ -5,7 +5,11 @@ machine or the Hub), folders given with ``--lm-eval-include``, or the local name
 :data:`LOCAL_TASKS`, written here from a probe file (offline): ``mmlu`` is the whole MMLU test set
 of ``rna assets fetch mmlu`` with our prompt, ``mmlu_sars`` the same questions with one word of
 each question replaced by "SARS-CoV-2" (the paper's perturbed-MMLU protocol: substitution at a
-seeded random word). Every name is checked against the task index before the model loads.
+seeded random word). ``wmdp_bio``, ``wmdp_cyber`` and ``wmdp_chem`` are WMDP's subsets read from a
+local folder (``--wmdp DIR``, default ``<asset cache>/wmdp``) holding the cais/wmdp files as
+published (``wmdp-bio/test-00000-of-00001.parquet``) or as ``wmdp-bio.jsonl`` / ``.parquet``; no copy
+is shipped, and a missing folder or file is an error naming what to download. Every name is
+checked against the task index before the model loads.
 """
 
 from __future__ import annotations
@@ -22,8 +26,39 @@ LOCAL_TASKS: dict[str, tuple[str, str | None]] = {"mmlu": ("all.jsonl", None), "
                                                    "mmlu_retain": ("retain.jsonl", None)}
 
 
-def write_local_tasks(names: Sequence[str], mmlu_dir: Path, workdir: Path, *, seed: int = 0,
-                      sample: int | None = None) -> dict[str, str]:
+#: Local WMDP task name -> the cais/wmdp subset (config) name.
+WMDP_TASKS: dict[str, str] = {"wmdp_bio": "wmdp-bio", "wmdp_cyber": "wmdp-cyber", "wmdp_chem": "wmdp-chem"}
+
+
+def wmdp_file(folder: Path, subset: str) -> Path:
+    """The file of WMDP ``subset`` in ``folder`` (published parquet layout, or one jsonl / parquet)."""
+    candidates = [*sorted((folder / subset).glob("test-*.parquet")), folder / f"{subset}.parquet",
+                  folder / f"{subset}.jsonl"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise RNAError(f"WMDP subset {subset} is not on this machine", where=f"--wmdp {folder}",
+                       fix=f"download the cais/wmdp dataset's {subset} test split (file {subset}/test-00000-of-"
+                           f"00001.parquet) into {folder}, or pass --wmdp FOLDER where it is")
+    return found
+
+
+def load_wmdp(folder: Path, subset: str) -> list[Any]:
+    """WMDP questions (question, choices, answer) of ``subset`` as probe questions."""
+    import json
+
+    from rna_train.eval.probes import load_probe, parse_row
+
+    path = wmdp_file(folder, subset)
+    if path.suffix == ".jsonl":
+        return load_probe(path)
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    return [parse_row({**json.loads(json.dumps(r)), "subject": subset}, f"{path}:row {i}") for i, r in enumerate(rows)]
+
+
+def write_local_tasks(names: Sequence[str], mmlu_dir: Path | None, workdir: Path, *, seed: int = 0,
+                      sample: int | None = None, wmdp_dir: Path | None = None) -> dict[str, str]:
     """Write the local tasks among ``names`` into ``workdir``; returns ``{name: lm-eval task name}``."""
     from rna_train.eval.lmeval import write_task
     from rna_train.eval.perturb import perturb_questions
@@ -31,6 +66,10 @@ def write_local_tasks(names: Sequence[str], mmlu_dir: Path, workdir: Path, *, se
 
     out = {}
     for name in names:
+        if name in WMDP_TASKS:
+            task = f"rna_{name}"
+            write_task(load_wmdp(wmdp_dir or default_wmdp_dir(), WMDP_TASKS[name])[:sample], workdir / task, task)
+            out[name] = task
         if name not in LOCAL_TASKS:
             continue
         file, keyword = LOCAL_TASKS[name]
@@ -41,6 +80,26 @@ def write_local_tasks(names: Sequence[str], mmlu_dir: Path, workdir: Path, *, se
         write_task(questions, workdir / task, task)
         out[name] = task
     return out
+
+
+def prepare_tasks(names: Sequence[str], workdir: Path, *, seed: int = 0, sample: int | None = None,
+                  wmdp_dir: Path | None = None, include: Sequence[Path] = ()) -> tuple[dict[str, str], list[Path]]:
+    """Write the local tasks among ``names`` (MMLU asset, WMDP folder) into ``workdir`` and check every
+    name against lm-eval's index; returns ``({name: lm-eval task}, include path)``."""
+    from rna_train.studies.assets import require
+
+    mmlu = require("mmlu") if any(n in LOCAL_TASKS for n in names) else None
+    local = write_local_tasks(names, mmlu, workdir, seed=seed, sample=sample, wmdp_dir=wmdp_dir)
+    paths = [*include, *([workdir] if local else [])]
+    check_tasks([local.get(n, n) for n in names], paths)
+    return local, paths
+
+
+def default_wmdp_dir() -> Path:
+    """Where WMDP is looked for without ``--wmdp``: ``<asset cache>/wmdp``."""
+    from rna_train.studies.assets import cache_dir
+
+    return cache_dir() / "wmdp"
 
 
 def check_tasks(tasks: Sequence[str], include_path: Sequence[str | Path]) -> None:
@@ -55,7 +114,7 @@ def check_tasks(tasks: Sequence[str], include_path: Sequence[str | Path]) -> Non
     if unknown:
         raise RNAError(f"unknown lm-eval task(s) {unknown}", where="--lm-eval",
                        fix=f"use lm-eval task names (lm_eval --tasks list), a folder with --lm-eval-include, or "
-                           f"a local task: {', '.join(LOCAL_TASKS)}")
+                           f"a local task: {', '.join([*LOCAL_TASKS, *WMDP_TASKS])}")
 
 
 def summarize(output: dict[str, Any], names: dict[str, str], *, confidence: float = 0.95) -> dict[str, Any]:

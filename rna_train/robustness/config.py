@@ -28,6 +28,7 @@ class MMLUSection:
     tasks: list[str] = field(["mmlu", "mmlu_sars"], doc="lm-eval task names (local: mmlu, mmlu_sars, ...)")
     limit: int = field(100, min=1, doc="questions per task")
     batch_size: int = field(8, min=1, doc="lm-eval batch size")
+    wmdp: str | None = field(None, doc="folder with the cais/wmdp files (tasks wmdp_bio, wmdp_cyber, wmdp_chem)")
 
 
 @dataclasses.dataclass

@@ -104,7 +104,10 @@ def _check_folder(out: Path, cfg: SuiteConfig) -> None:
     saved = out / "suite.yaml"
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     if saved.is_file():
-        if saved.read_text(encoding="utf-8") != text:
+        from rna_train.schema import from_dict
+
+        # compared as configs (a key added to SuiteConfig since, at its default, is no difference)
+        if to_dict(from_dict(SuiteConfig, yaml.safe_load(saved.read_text(encoding="utf-8")))) != to_dict(cfg):
             raise RNAError("this folder holds a suite run with other settings", where=str(out),
                            fix="rerun with the same settings to resume, or pass another --out")
     elif out.exists() and any(out.iterdir()):

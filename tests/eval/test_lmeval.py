@@ -105,3 +105,34 @@ def test_lm_eval_mode_refuses_unknown_tasks_before_loading(llama_dir, tmp_path, 
     monkeypatch.setattr(loading, "load_for_eval", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(RNAError, match=r"unknown lm-eval task\(s\) \['no_such_task'\]"):
         rna("eval", "--model", str(llama_dir), "--lm-eval", "no_such_task", "--lm-eval-include", str(tmp_path))
+
+
+def test_wmdp_runs_from_a_local_folder_and_its_absence_is_named(llama_dir, probe_file, tmp_path, monkeypatch):
+    """WMDP in the published layout (wmdp-bio/test-00000-of-00001.parquet: question, choices, answer) runs
+    as the local task wmdp_bio, scored like our own scorer; a missing folder names the file to download."""
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'rna[lmeval]')")
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from eval_helpers import RNAError, rna
+
+    from rna_train.eval.loading import load_for_eval
+
+    for key, value in (("HF_DATASETS_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"),
+                       ("HF_DATASETS_CACHE", str(tmp_path / "hf-cache")), ("RNA_CACHE_DIR", str(tmp_path / "c"))):
+        monkeypatch.setenv(key, value)
+    with pytest.raises(RNAError, match=r"wmdp-bio/test-00000-of-00001\.parquet"):
+        rna("eval", "--model", str(llama_dir), "--lm-eval", "wmdp_bio", "--out", str(tmp_path / "none"))
+    assert not (tmp_path / "none").exists()
+    rows = [{"question": r["question"], "choices": r["choices"], "answer": r["answer"]}
+            for r in map(json.loads, probe_file.read_text().splitlines())]
+    (tmp_path / "wmdp" / "wmdp-bio").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "wmdp" / "wmdp-bio" / "test-00000-of-00001.parquet")
+    out = tmp_path / "run"
+    assert rna("eval", "--model", str(llama_dir), "--lm-eval", "wmdp_bio", "--wmdp", str(tmp_path / "wmdp"),
+               "--out", str(out)) == 0
+    acc = json.loads((out / "lmeval.json").read_text())["results"]["wmdp_bio"]["acc"]
+    model, tok = load_for_eval(str(llama_dir), "fp32", "cpu")
+    ours, _ = evaluate(model, tok, load_probe(probe_file), scorings=["loglik"])
+    assert acc["n"] == len(rows) and acc["rate"] == pytest.approx(ours["loglik"]["clean"]["overall"]["rate"])

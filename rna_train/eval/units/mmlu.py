@@ -1,6 +1,7 @@
 """Suite section ``mmlu``: lm-eval multiple-choice tasks on the loaded model, clean and with the paper's
 perturbation (``mmlu_sars``: one word of each question replaced by "SARS-CoV-2"), from the local MMLU
-asset, so the numbers come from the standard harness and run offline."""
+asset (and WMDP from a local folder: ``wmdp_bio``...), so the numbers come from the standard harness
+and run offline."""
 
 from __future__ import annotations
 
@@ -13,41 +14,42 @@ from rna_train.eval.registry import Row, Section, register_section
 CHANCE = 0.25
 
 
+def _prepare(cfg: Any, workdir: str, sample: int) -> tuple[dict[str, str], list[Any]]:
+    from pathlib import Path
+
+    from rna_train.eval.lmevalrun import prepare_tasks
+
+    section = cfg.mmlu
+    if not section.tasks or len(set(section.tasks)) != len(section.tasks):
+        from rna_theory.errors import RNAError
+
+        raise RNAError(f"bad task list {section.tasks}", where="mmlu.tasks",
+                       fix="list each task once: [mmlu, mmlu_sars]")
+    return prepare_tasks(section.tasks, Path(workdir), seed=cfg.seed, sample=sample,
+                         wmdp_dir=Path(section.wmdp) if section.wmdp else None)
+
+
 def _run(ctx: Any, name: str) -> dict[str, Any]:
     """Accuracy (and normalised accuracy) per task with Wilson intervals."""
     import tempfile
-    from pathlib import Path
 
-    from rna_train.eval.lmevalrun import run_lmeval, write_local_tasks
-    from rna_train.studies.assets import require
+    from rna_train.eval.lmevalrun import run_lmeval
 
     cfg = ctx.cfg.mmlu
     model, tok = ctx.model(name)
     with tempfile.TemporaryDirectory() as tmp:
-        local = write_local_tasks(cfg.tasks, require("mmlu"), Path(tmp), seed=ctx.cfg.seed, sample=cfg.limit)
-        results = run_lmeval(model, tok, cfg.tasks, include_path=[tmp] if local else [], local=local,
-                             batch_size=cfg.batch_size, limit=None if local else cfg.limit)
+        local, include = _prepare(ctx.cfg, tmp, cfg.limit)
+        results = run_lmeval(model, tok, cfg.tasks, include_path=include, local=local, batch_size=cfg.batch_size,
+                             limit=None if local else cfg.limit)
     return {"tasks": results, "chance": CHANCE}
 
 
 def _check(cfg: Any) -> None:
-    """lm-eval installed, the MMLU asset present for local tasks, every task name known."""
+    """lm-eval installed, the MMLU asset / WMDP folder present for local tasks, every task name known."""
     import tempfile
-    from pathlib import Path
 
-    from rna_train.eval.lmevalrun import LOCAL_TASKS, check_tasks, write_local_tasks
-    from rna_train.studies.assets import require
-
-    names = cfg.mmlu.tasks
-    if not names or len(set(names)) != len(names):
-        from rna_theory.errors import RNAError
-
-        raise RNAError(f"bad task list {names}", where="mmlu.tasks", fix="list each task once: [mmlu, mmlu_sars]")
     with tempfile.TemporaryDirectory() as tmp:
-        local = {}
-        if any(n in LOCAL_TASKS for n in names):
-            local = write_local_tasks(names, require("mmlu"), Path(tmp), seed=cfg.seed, sample=1)
-        check_tasks([local.get(n, n) for n in names], [tmp] if local else [])
+        _prepare(cfg, tmp, 1)
 
 
 def _rows(result: Mapping[str, Any]) -> list[Row]:
