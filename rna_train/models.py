@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,42 @@ def check_local_path(path: str, where: str) -> None:
                        fix="check the path (a Hub id has the form owner/name; this machine may not reach the Hub)")
 
 
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint (``huggingface_hub.constants.ENDPOINT``) accepts a TCP connection,
+    asked once per process: without it, each Hub request retries for most of a minute."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cache_only(repo: str, filenames: Sequence[str], where: str) -> bool:
+    """For a Hub id: True when it must be read from the local cache only (the Hub is unreachable and
+    one of ``filenames`` is cached); an RNAError at once when the Hub is unreachable and it is not cached.
+    False for local folders, in offline mode (transformers reads the cache itself) and when the Hub
+    answers."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(repo).expanduser().exists() or constants.HF_HUB_OFFLINE or hub_reachable():
+        return False
+    if any(isinstance(try_to_load_from_cache(repo, name), str) for name in filenames):
+        log.info("the Hub is not reachable: %s is read from the local cache", repo)
+        return True
+    raise RNAError(f"{repo!r} is neither a local folder nor in the local Hub cache, and the Hub is not reachable "
+                   "from this machine", where=where,
+                   fix="download it where the Hub is reachable and pass its folder (or point HF_ENDPOINT at a "
+                       "reachable mirror)")
+
+
 def load_tokenizer(path: str, *, gguf_file: str | None = None, trust_remote_code: bool = False,
                    revision: str | None = None) -> Any:
     """Load a tokenizer from a Hub id or folder and make sure it can pad (right side)."""
@@ -60,6 +97,8 @@ def load_tokenizer(path: str, *, gguf_file: str | None = None, trust_remote_code
 
     check_local_path(path, "model.tokenizer")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if cache_only(path, [gguf_file] if gguf_file else ["tokenizer_config.json", "tokenizer.json"], "model.tokenizer"):
+        kwargs["local_files_only"] = True
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     if revision:
@@ -113,6 +152,8 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         if from_config is None and (base := adapter_base(Path(name_or_path))) is not None:
             return _with_adapter(name_or_path, base, tokenizer=tokenizer, dtype=dtype,
                                  trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+    local_only = from_config is None and name_or_path is not None and cache_only(
+        name_or_path, [gguf_file or "config.json"], "model.name_or_path")
     if trust_remote_code:
         log.warning("trust_remote_code is on: code from %s will run on this machine", name_or_path)
     tok_path = tokenizer or name_or_path
@@ -144,6 +185,8 @@ def load_model(name_or_path: str | None = None, *, from_config: Mapping[str, Any
         kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **extra}
         if revision:
             kwargs["revision"] = revision
+        if local_only:
+            kwargs["local_files_only"] = True
         model = _pretrained(name_or_path, kwargs, gguf_file, keep_layers)
     model.config.use_cache = False
     arch.layer_prefix(model)  # fail now, with the supported list, on an unknown layout
@@ -202,7 +245,7 @@ def _pretrained(name_or_path: str, kwargs: dict[str, Any], gguf_file: str | None
     try:
         if keep_layers is not None:
             full = AutoConfig.from_pretrained(name_or_path, trust_remote_code=kwargs["trust_remote_code"],
-                                              **({"revision": kwargs["revision"]} if "revision" in kwargs else {}))
+                                              **{k: kwargs[k] for k in ("revision", "local_files_only") if k in kwargs})
             kwargs["config"] = truncated_config(full, keep_layers)
         with _quiet_unexpected_keys(keep_layers is not None):
             model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
