@@ -318,10 +318,10 @@ def prefill(ctx: StepContext, method: Method, forget: Sequence[tuple[int, Batch]
     first trainable one (when layers are shared), then what the method asks for
     (:meth:`Method.prefill_forget`, :meth:`Method.prefill_retain`).
     """
-    from tqdm.auto import tqdm
+    from rna_train.progress import bar
 
     jobs: list[tuple[str, int, Batch]] = [("forget", t, b) for t, b in forget] + [("retain", -1, b) for b in retain]
-    for kind, topic, batch in tqdm(jobs, desc="reference pass", disable=not progress):
+    for kind, topic, batch in bar(jobs, desc="reference pass", disable=not progress):
         if ctx.shared_layers and ctx.truncate:
             ctx.store_reference_states(batch, ctx.shared_layers - 1)
         if kind == "forget":

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rna_theory.errors import RNAError
+from rna_train.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def optimise(model: Any, tokenizer: Any, items: Sequence[tuple[list[int], list[i
         best_loss = initial = float(score_rows(model, _rows(items, current[None]), spec.target_tokens,
                                                spec.batch_size)[0].mean())
         best, losses = current.clone(), []
-        for _ in tqdm(range(spec.steps), desc="gcg", unit="step", leave=False, disable=None):
+        for _ in bar(range(spec.steps), desc="gcg", unit="step", leave=False):
             cands = _candidates(_gradient(model, items, current, vocab), current, allowed, spec, gen)
             nll, _ = score_rows(model, _rows(items, cands), spec.target_tokens, spec.batch_size)
             per_cand = nll.reshape(cands.shape[0], len(items)).mean(1)

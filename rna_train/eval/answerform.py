@@ -75,17 +75,16 @@ def insert_word(question: str, word: str, seed: int, index: int) -> str:
 def score_answers(model: Any, tokenizer: Any, questions: Sequence[Any], groups: dict[str, list[str]],
                   spec: TextSpec) -> AnswerCells:
     """Score the correct answer of every question, clean and with each assigned keyword."""
-    from tqdm.auto import tqdm
-
     from rna_train.eval.scoring import answer_context, encode_pair, pad_id
     from rna_train.eval.tokenscores import plain_scores
+    from rna_train.progress import bar
 
     keywords = [k for words in groups.values() for k in words]
     group_of = [g for g, words in groups.items() for _ in words]
     mask = assignment(len(questions), [len(w) for w in groups.values()], spec)
     clean = np.zeros(len(questions))
     pert = np.full((len(questions), len(keywords)), np.nan)
-    for i, q in enumerate(tqdm(questions, desc="answer form", unit="question", disable=None)):
+    for i, q in enumerate(bar(questions, desc="answer form", unit="question")):
         # the clean question with single spaces, as insert_word writes the perturbed ones
         ctx, cont = encode_pair(tokenizer, answer_context(" ".join(q.question.split())),
                                 " " + q.choices[q.answer].strip())

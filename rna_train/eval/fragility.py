@@ -231,10 +231,9 @@ class Cells:
 def score_cells(model: Any, tokenizer: Any, items: Sequence[TextItem], groups: dict[str, list[str]],
                 spec: TextSpec, *, shared_prefix: bool = True) -> tuple[Cells, dict[str, tuple[np.ndarray, ...]]]:
     """Score every assigned cell; also returns per group paired (clean, perturbed) latent rows."""
-    from tqdm.auto import tqdm
-
     from rna_train.eval.scoring import pad_id
     from rna_train.eval.tokenscores import plain_scores, shared_prefix_scores
+    from rna_train.progress import bar
 
     keywords = [k for words in groups.values() for k in words]
     group_of = [g for g, words in groups.items() for _ in words]
@@ -249,7 +248,7 @@ def score_cells(model: Any, tokenizer: Any, items: Sequence[TextItem], groups: d
     fill = pad_id(tokenizer)
     log.info("scoring %d chunks x %d inserted keywords each (%d groups)", n, int(mask.sum(axis=1).max(initial=0)),
              len(groups))
-    for i, item in enumerate(tqdm(items, desc="fragility", unit="chunk", disable=None)):
+    for i, item in enumerate(bar(items, desc="fragility", unit="chunk")):
         cols = np.flatnonzero(mask[i])
         conts = [list(item.suffix_ids)] + [kw_ids[c] + list(item.suffix_ids) for c in cols]
         (clean, *pert), = score(model, [(item.prefix_ids, conts)], layer=spec.layer,

@@ -90,7 +90,8 @@ def continuation_logprobs(model: Any, tokenizer: Any, requests: Sequence[tuple[s
     Inputs longer than ``max_length`` are truncated from the left (the continuation is kept).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from rna_train.progress import bar
 
     max_length = max_length or model_max_length(model)
     encoded = []
@@ -111,7 +112,7 @@ def continuation_logprobs(model: Any, tokenizer: Any, requests: Sequence[tuple[s
     keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
     with torch.inference_mode():
         starts = range(0, len(order), batch_size)
-        for b in tqdm(starts, desc="scoring", unit="batch", leave=False, disable=None):
+        for b in bar(starts, desc="scoring", unit="batch", leave=False):
             batch = order[b:b + batch_size]
             width = max(len(encoded[i][0]) for i in batch)
             input_ids = torch.full((len(batch), width), fill, dtype=torch.long)

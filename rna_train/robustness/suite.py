@@ -134,16 +134,15 @@ def _jobs(cfg: SuiteConfig, names: dict[str, str]) -> list[tuple[str, str]]:
 
 def run_suite(cfg: SuiteConfig, out: str | Path) -> dict[str, Any]:
     """Run (or resume) the suite into ``out``; returns the ``robustness.json`` document."""
-    from tqdm.auto import tqdm
-
     from rna_train.eval.registry import sections
+    from rna_train.progress import bar
 
     out = Path(out)
     _check_folder(out, cfg)
     names = model_labels(cfg)
     ctx = Context(cfg, out, names)
     units = sections()
-    for name, section in tqdm(_jobs(cfg, names), desc="robustness", unit="section", disable=None):
+    for name, section in bar(_jobs(cfg, names), desc="robustness", unit="section"):
         path = out / "sections" / section / f"{name}.json"
         if path.is_file():
             log.info("%s on %s: done before, skipped", section, name)
