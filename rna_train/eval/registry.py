@@ -6,7 +6,8 @@ its sections and report) assemble from here, so adding a metric or an attack is 
 
 A unit has a ``compute(model, tokenizer, inputs) -> {key: value}`` (a scalar metric the trainer logs
 as ``eval/<metric>/<key>``), a :class:`Section` (a robustness-suite section: run on one model,
-summary rows, a figure), or both.
+summary rows, a figure), or both; or a ``report(runs) -> blocks`` (the sections ``rna report``
+draws from ``rna eval`` / ``rna audit`` / training folders, placed by ``order``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rna_theory.errors import RNAError
@@ -62,6 +63,8 @@ class MetricSpec:
     doc: str
     compute: Compute | None = None
     section: Section | None = None
+    report: Callable[[Sequence[Any]], list[Any]] | None = None
+    order: int = 0
 
 
 _METRICS: dict[str, MetricSpec] = {}
@@ -94,6 +97,19 @@ def register_section(name: str, section: Section, *, directions: Mapping[str, st
         _METRICS[name] = dataclasses.replace(_METRICS[name], section=section)
         return
     _METRICS[name] = MetricSpec(name, dict(directions), tuple(needs), doc.strip(), None, section)
+
+
+def register_report(name: str, render: Callable[[Sequence[Any]], list[Any]], *, order: int,
+                    directions: Mapping[str, str], doc: str = "") -> None:
+    """Register ``render(runs) -> blocks`` as the ``rna report`` unit ``name`` (placed by ``order``)."""
+    if name in _METRICS:
+        raise ValueError(f"report unit {name!r} is registered twice")
+    _METRICS[name] = MetricSpec(name, dict(directions), (), doc.strip(), report=render, order=order)
+
+
+def reports() -> list[MetricSpec]:
+    """Every unit that renders ``rna report`` sections, in report order."""
+    return sorted((m for m in available().values() if m.report is not None), key=lambda m: (m.order, m.name))
 
 
 def _load_units() -> None:

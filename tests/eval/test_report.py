@@ -147,7 +147,8 @@ def test_ablation_keeps_probes_apart():
     averaging them (0.61) was a wrong number in the nu-ablation figure."""
     from pathlib import Path
 
-    from rna_train.eval.report import Run, _ablation_rows
+    from rna_train.eval.report import Run
+    from rna_train.eval.units.probe_accuracy import _ablation_rows
 
     def run(probe: str, clean: float, nu: float) -> Run:
         result = {"clean": {"overall": {"rate": clean, "ci": [clean, clean], "n": 1}}}
@@ -162,7 +163,9 @@ def test_ablation_keeps_probes_apart():
 def test_report_tables_match_hand_counts_from_the_predictions(runs):
     """Every number of the evaluation, subject, effect and accuracy-figure tables, recomputed by hand
     from the two runs' predictions.jsonl and audit.json."""
-    from rna_train.eval.report import _accuracy_rows, _effect_table, _eval_table, _subject_table, load_run
+    from rna_train.eval.report import load_run
+    from rna_train.eval.units.latent_audit import _effect_table
+    from rna_train.eval.units.probe_accuracy import _accuracy_rows, _eval_table, _subject_table
 
     loaded = [load_run(r) for r in runs]
     eval_rows = {(row[0], row[3]): row for row in _eval_table(loaded).rows}
@@ -193,7 +196,9 @@ def test_report_tables_match_hand_counts_from_the_predictions(runs):
 
 def test_audit_table_columns_read_the_right_fields(runs):
     """Each audit-table column shows the field its header names (offset alignment, per keyword list)."""
-    from rna_train.eval.report import _audit_tables, _fmt, load_run
+    from rna_train.eval.report import fmt as _fmt
+    from rna_train.eval.report import load_run
+    from rna_train.eval.units.latent_audit import _audit_tables
 
     for folder in runs:
         run = load_run(folder)
@@ -216,10 +221,12 @@ def test_figures_plot_the_runs_numbers(runs, monkeypatch):
     """The prediction and loss figures draw exactly the audit's curves, the measured rates and the
     metrics.jsonl values (the figure objects are inspected instead of their PNG)."""
     import rna_train.eval.report as report
+    from rna_train.eval.units import latent_audit, training_curves
 
-    monkeypatch.setattr(report, "png", lambda fig: fig)
+    monkeypatch.setattr(latent_audit, "png", lambda fig: fig)
+    monkeypatch.setattr(training_curves, "png", lambda fig: fig)
     loaded = [report.load_run(r) for r in runs]
-    fig = report._prediction_figure(loaded)
+    fig = latent_audit._prediction_figure(loaded)
     lines = fig.axes[0].lines
     audit = json.loads((runs[0] / "audit.json").read_text())
     curve = audit["keywords"]["bio"]["predicted"]["curve"]
@@ -227,7 +234,7 @@ def test_figures_plot_the_runs_numbers(runs, monkeypatch):
     assert list(lines[0].get_ydata()) == [c["certified"] for c in curve]
     assert list(lines[1].get_ydata()) == [c["first_order"] for c in curve]
     assert list(lines[2].get_ydata()) == [audit["keywords"]["bio"]["measured"]["unchanged"]["rate"]] * 2
-    fig = report._metrics_figure(loaded)
+    fig = training_curves._metrics_figure(loaded)
     rows = [json.loads(line) for line in (runs[1] / "metrics.jsonl").read_text().splitlines()]
     drawn = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
     label = loaded[1].label
@@ -274,3 +281,23 @@ def test_twelve_run_report_fits_a_1280px_window(runs, tmp_path):
                    check=True)
     low, high = Image.open(shot).convert("L").getextrema()
     assert high - low > 100
+
+
+def test_report_is_assembled_from_the_registry(runs, tmp_path, monkeypatch):
+    """A report unit registered in one place appears in the report, placed by its order; the built-in
+    units are the registry's report units."""
+    from rna_train.eval import registry
+    from rna_train.eval.document import Block
+
+    assert [m.name for m in registry.reports()] == ["probe_accuracy", "latent_audit", "training_curves"]
+    units = dict(registry.available())
+    monkeypatch.setattr(registry, "_METRICS", units)
+    registry.register_report("extra", lambda rs: [Block("h2", f"Extra section over {len(rs)} runs")], order=15,
+                             directions={"x": "higher"})
+    assert [m.name for m in registry.reports()][1] == "extra"
+    write_report(runs, tmp_path / "r")
+    page = (tmp_path / "r" / "report.md").read_text()
+    assert page.index("## Accuracy, clean vs. perturbed") < page.index("## Extra section over 2 runs") \
+        < page.index("## Latent audit")
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_report("extra", lambda rs: [], order=1, directions={})

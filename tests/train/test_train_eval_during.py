@@ -56,7 +56,8 @@ def test_registry_lists_directions_and_refuses_bad_input(assets: dict[str, Path]
 def test_report_shows_the_evaluation_curves(assets: dict[str, Path], tmp_path: Path) -> None:
     import json
 
-    from rna_train.eval.report import Run, _eval_figure
+    from rna_train.eval.report import Run
+    from rna_train.eval.units.training_curves import _eval_figure
 
     train(*_config(tmp_path, assets))
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
