@@ -19,7 +19,7 @@ import torch
 from rna_theory.errors import RNAError, check_finite, check_int
 
 KINDS = ("constant", "linear", "cosine", "step")
-RELATIVE = ("absolute", "rms")
+RELATIVE = ("absolute", "rms", "robust")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +34,12 @@ class NoiseSchedule:
         total_steps: schedule length for ``linear`` and ``cosine``; later steps keep ``nu_end``.
         milestones: steps at which ``step`` schedules multiply by ``gamma``.
         gamma: factor applied at each milestone.
-        relative_to: ``absolute`` or ``rms`` (nu times the RMS of the clean activation over the
+        relative_to: ``absolute``, ``rms`` (nu times the RMS of the clean activation over the
             valid, non-padding positions of the batch; detached, so it is a scale, not a path
-            for gradients).
+            for gradients) or ``robust`` (nu times :func:`activation_robust_scale`: the median
+            absolute deviation of the same values times 1.4826, the standard deviation of a Gaussian
+            with the same bulk; a few massive-activation coordinates, as in Gemma, inflate the RMS
+            by orders of magnitude but barely move it).
     """
 
     nu: float
@@ -136,6 +139,8 @@ class NoiseSchedule:
         if activations is None:
             raise RNAError("relative noise needs the activations to scale by", where="noise.relative_to",
                            fix="pass activations, or use relative_to: absolute")
+        if self.relative_to == "robust":
+            return nu * activation_robust_scale(activations, mask)
         return nu * activation_rms(activations, mask)
 
     def sample(self, activations: torch.Tensor, step: int, *, mask: torch.Tensor | None = None,
@@ -177,3 +182,23 @@ def activation_rms(activations: torch.Tensor, mask: torch.Tensor | None = None) 
         raise RNAError("the mask selects no positions", where="noise.relative_to",
                        fix="check the attention mask of the retain batch")
     return ((x.pow(2) * m).sum() / count).sqrt().to(activations.dtype)
+
+
+#: MAD to standard deviation for Gaussian data: 1 / Phi^-1(3/4).
+MAD_TO_STD = 1.482602218505602
+
+
+def activation_robust_scale(activations: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Detached robust scale of ``activations`` (..., seq, hidden) over valid positions: 1.4826 x the
+    median absolute deviation from the median of all valid values (equal to the standard deviation
+    for Gaussian values; unmoved by a few coordinates of huge magnitude)."""
+    x = activations.detach().float()
+    if mask is not None:
+        valid = mask.bool()
+        if not valid.any():
+            raise RNAError("the mask selects no positions", where="noise.relative_to",
+                           fix="check the attention mask of the retain batch")
+        x = x[valid]
+    values = x.reshape(-1)
+    centre = values.median()
+    return ((values - centre).abs().median() * MAD_TO_STD).to(activations.dtype)

@@ -292,6 +292,9 @@ def schedule_robustness(schedule: NoiseSchedule, total_steps: int, *, margins: A
     _check_criterion(criterion)
     g = check_array(margins, "margins", ndim=1)
     pred = _Predictor(g, check_finite(eta, "eta", minimum=0.0), check_int(dim, "dim", minimum=1), None, None)
+    if schedule.relative_to == "robust":
+        raise RNAError("the tuner evaluates absolute or RMS-relative schedules; a robust-scale one has no "
+                       "known absolute size here", where="relative_to", fix="use relative_to: rms or absolute")
     if schedule.relative_to == "rms" and rms is None:
         raise RNAError("an RMS-relative schedule needs the activation RMS", where="rms", fix="pass rms")
     scale = rms if schedule.relative_to == "rms" else 1.0

@@ -234,6 +234,9 @@ def parse_noise(noise: Any, auto: NoiseAutoConfig, *, active: bool = True) -> No
     """
     is_auto = noise == "auto" or (isinstance(noise, Mapping) and noise.get("nu") == "auto")
     if is_auto:
+        if isinstance(noise, Mapping) and noise.get("relative_to") == "robust":
+            raise RNAError("nu: auto is tuned against the activation RMS, not the robust scale",
+                           where="rna.noise.relative_to", fix="use relative_to: rms (or absolute) with nu: auto")
         relative = isinstance(noise, Mapping) and noise.get("relative_to") == "rms"
         nu = _auto_nu(auto, relative=relative) if active else 0.0
         noise = {**noise, "nu": nu} if isinstance(noise, Mapping) else nu

@@ -85,7 +85,7 @@ def run_label(info: dict[str, Any], fallback: str) -> str:
 def _method_label(info: dict[str, Any]) -> str:
     """The method with its RNA mode and noise."""
     if info.get("rna") not in (None, "off"):
-        rel = " x rms" if info.get("relative_to") == "rms" else ""
+        rel = {"rms": " x rms", "robust": " x robust scale"}.get(info.get("relative_to"), "")
         if info.get("nu") is None:
             value = "auto" if info.get("auto") else "?"
         else:

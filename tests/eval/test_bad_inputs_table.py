@@ -21,6 +21,8 @@ CASES: list[tuple[list[str], str]] = [
     (["unlearn", "--config", "{tmp}/bad.yaml"], "YAML"),
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "train.lrr=1"], "did you mean 'lr'"),
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "rna.noise.nu=-1"], "rna.noise.nu"),
+    (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "rna.mode=target",
+      "rna.noise={{nu: auto, relative_to: robust}}"], "robust scale"),
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "data.max_length=5000"], "position window"),
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "rna.layer=3"], "rna.layer"),
     (["unlearn", "--config", "experiments/configs/tiny_llama_rmu.yaml", "train.warmup_steps=99"], "warmup_steps"),
