@@ -179,11 +179,13 @@ class MethodSpec:
 
 @dataclasses.dataclass
 class VariantSpec:
-    """A method with an RNA setting (mode, nu as a fraction of the layer's RMS, layer) and its seeds."""
+    """A method with an RNA setting (mode, nu as a fraction of the layer's RMS, or of its robust scale
+    with ``scale: robust``, layer) and its seeds."""
 
     method: str = ""
     rna: str = "off"
     nu: float = 0.0
+    scale: str = "rms"
     rna_layer: int | None = None
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
 
@@ -222,6 +224,8 @@ class StudyPlan:
         spec = from_dict(VariantSpec, self.variants[name], f"variants.{name}")
         if spec.rna not in ("off", "target", "input"):
             raise RNAError(f"rna must be off, target or input, got {spec.rna!r}", where=f"variants.{name}.rna")
+        if spec.scale not in ("rms", "robust"):
+            raise RNAError(f"scale must be rms or robust, got {spec.scale!r}", where=f"variants.{name}.scale")
         self.method(spec.method)
         return spec
 
@@ -251,7 +255,7 @@ def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyDa
     steps = max(method.eval_steps)
     rna: dict[str, Any] = {"mode": variant.rna, "noise": 0.0}
     if variant.rna != "off":
-        rna["noise"] = {"nu": variant.nu, "relative_to": "rms"}
+        rna["noise"] = {"nu": variant.nu, "relative_to": variant.scale}
         if variant.rna_layer is not None:
             rna["layer"] = variant.rna_layer
     train = {"batch_size": 4, "max_length": 64, "min_length": 16, **plan.train}
