@@ -4,6 +4,9 @@ Probe mode (--probe): scores every choice by answer-text log-likelihood (loglik,
 letter, and with --perturb also on a twin of each question with a forget (or control) keyword
 inserted or substituted; writes eval.json and predictions.jsonl to --out.
 
+Metrics mode (--metrics): registered metrics (rna_train/eval/units; those train.eval logs during
+training), e.g. held-out forget and retain NLL / top-1; writes metrics.json to --out.
+
 Text mode (--text): one word inserted into each chunk of a text corpus at a seeded position; the
 change of the NLL and top-1 accuracy of the next --suffix-tokens tokens per keyword group, with
 intervals over chunks and keywords, and the paired excess over a --baseline run (e.g. the base
@@ -94,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="folder with the cais/wmdp files, for the local tasks wmdp_bio, wmdp_cyber, wmdp_chem "
                             "(default: <asset cache>/wmdp)")
     add_text_arguments(parser.add_argument_group("text mode (keyword fragility on text)"))
+    group = parser.add_argument_group("metrics mode (registered metrics, the ones train.eval logs)")
+    group.add_argument("--metrics", default=None, metavar="NAMES",
+                       help="comma-separated registered metrics (e.g. forget_text,retain_text)")
+    group.add_argument("--forget", type=Path, default=None, help="held-out forget texts (metrics that need them)")
+    group.add_argument("--retain", type=Path, default=None, help="held-out retain texts (metrics that need them)")
+    group.add_argument("--max-texts", type=int, default=32, help="texts scored per corpus (default 32)")
 
 
 def add_text_arguments(group: Any) -> None:
@@ -204,10 +213,49 @@ def run_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_metrics(args: argparse.Namespace) -> int:
+    """Metrics mode: every named registered metric checked with its inputs, the model loaded once,
+    ``metrics.json`` written (the numbers ``train.eval`` would log for this model)."""
+    import json
+    import sys
+
+    from rna_theory.errors import RNAError, check_int
+    from rna_train.eval.evaluate import check_output_folder
+    from rna_train.eval.loading import load_for_eval, pick_device
+    from rna_train.eval.registry import check_inputs, get
+
+    if args.probe is not None or args.text is not None or args.lm_eval is not None:
+        raise RNAError("--metrics is its own mode", where="--metrics", fix="drop --probe/--text/--lm-eval")
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise RNAError(f"bad metric list {args.metrics!r}", where="--metrics", fix="name each metric once")
+    check_int(args.max_texts, "--max-texts", minimum=1)
+    inputs = {"forget": args.forget, "retain": args.retain, "max_texts": args.max_texts,
+              "max_length": args.max_length or 64}
+    try:
+        check_inputs(names, inputs)
+    except RNAError as exc:  # the trainer's keys named as this command's flags
+        raise RNAError(exc.what, where=exc.where.replace("train.eval.", "--").replace("_", "-"),
+                       fix=exc.fix.replace("train.eval.", "--")) from None
+    check_output_folder(args.out)
+    pick_device(args.device)
+    model, tok = load_for_eval(str(args.model), args.dtype, args.device)
+    values = {f"{n}/{k}": v for n in names for k, v in get(n).compute(model, tok, inputs).items()}
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        payload = {"mode": "metrics", "model": str(args.model), "inputs": {k: str(v) for k, v in inputs.items()},
+                   "metrics": values}
+        (args.out / "metrics.json").write_text(json.dumps(payload, indent=1))
+    sys.stdout.write("".join(f"{k}: {v:.4f}\n" for k, v in values.items()))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate inputs, build perturbations, load the model, evaluate and write the run directory."""
     from rna_theory.errors import RNAError
 
+    if args.metrics is not None:
+        return run_metrics(args)
     if args.lm_eval is not None:
         return run_lm_eval(args)
     if (args.probe is None) == (args.text is None):

@@ -103,3 +103,26 @@ def test_bad_inputs_fail_before_loading(extra: list[str], message: str, files: d
     with pytest.raises(RNAError, match=message):
         rna(*argv)
     assert not (tmp_path / "o").exists()
+
+
+def test_rna_eval_metrics_mode_runs_registered_metrics(llama_dir: Path, files: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rna eval --metrics` computes registered metrics (what train.eval logs) and checks their inputs
+    before a model loads."""
+    out = tmp_path / "m"
+    assert rna("eval", "--model", str(llama_dir), "--metrics", "forget_text,retain_text", "--forget",
+               str(files["forget"]), "--retain", str(files["retain"]), "--max-length", "16", "--out", str(out)) == 0
+    values = json.loads((out / "metrics.json").read_text())["metrics"]
+    model, tok = load_for_eval(str(llama_dir))
+    texts = [json.loads(x)["text"] for x in files["retain"].read_text().splitlines()]
+    expected = document_scores(model, tok, texts, max_length=16)["nll"].mean()
+    assert values["retain_text/nll"] == pytest.approx(float(expected))
+    assert set(values) == {"forget_text/nll", "forget_text/top1", "retain_text/nll", "retain_text/top1"}
+    from rna_train.eval import loading
+
+    monkeypatch.setattr(loading, "load_for_eval", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(RNAError, match="unknown metric 'nosuch'"):
+        rna("eval", "--model", str(llama_dir), "--metrics", "nosuch", "--out", str(tmp_path / "x"))
+    with pytest.raises(RNAError, match="needs forget") as info:
+        rna("eval", "--model", str(llama_dir), "--metrics", "forget_text", "--out", str(tmp_path / "x"))
+    assert info.value.where == "--forget" and not (tmp_path / "x").exists()
