@@ -10,7 +10,7 @@ def _cell(stat: dict[str, float]) -> str:
     return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
 
 
-def _rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def condition_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if result["attack"] == "quantize":
         return [(name, scores) for name, scores in result["results"].items()]
     return [(f"{lr}, step {point['step']}", point) for lr, curve in result["results"].items() for point in curve]
@@ -41,7 +41,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['attack']} attack on {result['model']} (mean [95 % bootstrap CI] over "
              f"{result['texts']} texts x {result['max_length']} tokens)", "",
              "| condition | forget NLL | forget top-1 | retain NLL | retain top-1 |", "|---|---|---|---|---|"]
-    rows = _rows(result)
+    rows = condition_rows(result)
     if result.get("base_scores"):
         rows.append(("base model", result["base_scores"]))
     for name, scores in rows:

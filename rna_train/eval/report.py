@@ -43,6 +43,7 @@ class Run:
     audit: dict[str, Any] | None
     records: list[dict[str, Any]]
     metrics: list[dict[str, Any]]
+    outputs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # lmeval / attack / metrics
 
     @property
     def nu(self) -> float | None:
@@ -85,23 +86,29 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+#: Other command outputs a run directory may hold (``rna eval --lm-eval``, ``rna attack``,
+#: ``rna eval --metrics``), read into :attr:`Run.outputs` by their stem.
+OUTPUTS = ("lmeval.json", "attack.json", "metrics.json")
+
+
 def load_run(path: str | Path) -> Run:
-    """Read one run directory; it must hold eval.json or audit.json."""
+    """Read one run directory; it must hold eval.json, audit.json or one of :data:`OUTPUTS`."""
     path = Path(path)
     if not path.is_dir():
         raise RNAError("run directory does not exist", where=str(path),
-                       fix="pass directories written by `rna eval --out` or `rna audit --out`")
+                       fix="pass directories written by `rna eval --out`, `rna audit --out` or `rna attack --out`")
     ev, au = _read_json(path / "eval.json"), _read_json(path / "audit.json")
-    if ev is None and au is None:
-        raise RNAError("no eval.json or audit.json in the run directory", where=str(path),
-                       fix="run `rna eval --out DIR` or `rna audit --out DIR` first")
+    outputs = {name.split(".")[0]: doc for name in OUTPUTS if (doc := _read_json(path / name)) is not None}
+    if ev is None and au is None and not outputs:
+        raise RNAError(f"no eval.json, audit.json or {', '.join(OUTPUTS)} in the run directory", where=str(path),
+                       fix="run `rna eval --out DIR`, `rna audit --out DIR` or `rna attack ... --out DIR` first")
     # an eval/audit folder inside a training run takes the run's config.yaml and metrics.jsonl
     config = next((c for c in (path / "config.yaml", path.parent / "config.yaml") if c.is_file()), None)
     info = training_info(read_config(config)) if config else training_info({})
     label = (ev or {}).get("label") or run_label(info, path.name)
     metrics = next((m for m in (path / "metrics.jsonl", path.parent / "metrics.jsonl") if m.is_file()), None)
     return Run(path, str(label), info, ev, au, _read_jsonl(path / "predictions.jsonl"),
-               _read_jsonl(metrics) if metrics else [])
+               _read_jsonl(metrics) if metrics else [], outputs)
 
 
 # ----------------------------------------------------------------------------- numbers and tables

@@ -126,3 +126,21 @@ def test_rna_eval_metrics_mode_runs_registered_metrics(llama_dir: Path, files: d
     with pytest.raises(RNAError, match="needs forget") as info:
         rna("eval", "--model", str(llama_dir), "--metrics", "forget_text", "--out", str(tmp_path / "x"))
     assert info.value.where == "--forget" and not (tmp_path / "x").exists()
+
+
+def test_report_shows_attack_folders(llama_dir: Path, llama2_dir: Path, files: dict[str, Path], tmp_path: Path) -> None:
+    """`rna report` reads attack.json (quantize, gcg): one table per kind, every condition with its interval."""
+    from rna_train.eval.report import write_report
+
+    common = ["--model", str(llama2_dir), "--base", str(llama_dir), "--forget", str(files["forget"]), "--retain",
+              str(files["retain"]), "--max-length", "16"]
+    assert rna("attack", "quantize", *common, "--out", str(tmp_path / "q")) == 0
+    budget = [a for kv in ("steps=1", "prompt_tokens=4", "target_tokens=4", "search_width=4") for a in ("--gcg", kv)]
+    gcg_out = tmp_path / "g"
+    assert rna("attack", "gcg", *common, "--attack-texts", str(files["attack"]), *budget, "--out", str(gcg_out)) == 0
+    md, _ = write_report([tmp_path / "q", tmp_path / "g"], tmp_path / "r")
+    page = md.read_text()
+    assert "## Attacks: quantization and relearning" in page and "## Attacks: GCG" in page
+    for condition in ("| full |", "| int8 |", "| int4 |", "| base model |", "| no string |", "| random string |",
+                      "GCG minus random (paired)", "base model, no string"):
+        assert condition in page

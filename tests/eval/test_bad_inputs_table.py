@@ -60,7 +60,7 @@ CASES: list[tuple[list[str], str]] = [
     (["audit", "--model", "{model}", "--probe", "{probe}", "--layer", "-1"], "layer"),
     (["audit", "--model", "{model}", "--probe", "{probe}", "--layer", "0", "--keywords", "bio", "bio"], "repeat"),
     (["report", "{tmp}/nothing-here", "--out", "{tmp}/r"], "nothing-here"),
-    (["report", "{tmp}/empty", "--out", "{tmp}/r"], "no eval.json or audit.json"),
+    (["report", "{tmp}/empty", "--out", "{tmp}/r"], "no eval.json, audit.json"),
     (["report", "{tmp}/empty"], "--out"),
 ]
 

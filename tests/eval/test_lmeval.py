@@ -93,6 +93,10 @@ def test_rna_eval_lm_eval_mode_runs_local_mmlu_tasks(llama_dir, probe_file, tmp_
     assert acc["n"] == len(questions) and acc["rate"] == pytest.approx(ours["loglik"]["clean"]["overall"]["rate"])
     assert record["results"]["mmlu_sars"]["acc"]["n"] == len(questions)
     assert "| mmlu_sars |" in capsys.readouterr().out
+    from rna_train.eval.report import write_report
+
+    md, _ = write_report([out], tmp_path / "report")  # rna report reads lmeval.json
+    assert "## lm-eval tasks" in md.read_text() and "| mmlu_sars |" in md.read_text()
 
 
 def test_lm_eval_mode_refuses_unknown_tasks_before_loading(llama_dir, tmp_path, monkeypatch):

@@ -115,7 +115,7 @@ def test_eval_folder_inside_a_training_run_takes_its_config(runs, tmp_path):
 
 
 def test_report_needs_run_output(tmp_path):
-    with pytest.raises(RNAError, match=r"no eval\.json or audit\.json"):
+    with pytest.raises(RNAError, match=r"no eval\.json, audit\.json or lmeval\.json"):
         write_report([tmp_path], tmp_path / "r")
     with pytest.raises(RNAError, match="does not exist"):
         rna("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
@@ -289,12 +289,13 @@ def test_report_is_assembled_from_the_registry(runs, tmp_path, monkeypatch):
     from rna_train.eval import registry
     from rna_train.eval.document import Block
 
-    assert [m.name for m in registry.reports()] == ["probe_accuracy", "latent_audit", "training_curves"]
+    assert [m.name for m in registry.reports()] == ["probe_accuracy", "lmeval_tasks", "latent_audit", "attack_tables",
+                                                    "training_curves"]
     units = dict(registry.available())
     monkeypatch.setattr(registry, "_METRICS", units)
     registry.register_report("extra", lambda rs: [Block("h2", f"Extra section over {len(rs)} runs")], order=15,
                              directions={"x": "higher"})
-    assert [m.name for m in registry.reports()][1] == "extra"
+    assert [m.name for m in registry.reports()][2] == "extra"
     write_report(runs, tmp_path / "r")
     page = (tmp_path / "r" / "report.md").read_text()
     assert page.index("## Accuracy, clean vs. perturbed") < page.index("## Extra section over 2 runs") \
