@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _cell(stat: dict[str, float]) -> str:
-    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
+from rna_train.eval.document import interval_cell as _cell
 
 
 def condition_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

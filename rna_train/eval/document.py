@@ -92,6 +92,19 @@ def png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def interval_cell(stat: Any) -> str:
+    """``mean [low, high]`` (3 decimals) of a ``{mean, low, high}`` statistic; ``mean`` alone when the
+    interval is missing or not finite; ``-`` when there is no statistic."""
+    import math
+
+    if not stat or stat.get("mean") is None or not math.isfinite(float(stat["mean"])):
+        return "-"
+    low, high = stat.get("low"), stat.get("high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{stat['mean']:.3f}"
+    return f"{stat['mean']:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def write_document(blocks: Sequence[Block], out_dir: str | Path, title: str, stem: str = "report") -> tuple[Path, Path]:
     """Write ``<stem>.md`` (+ ``figures/*.png``) and the self-contained ``<stem>.html`` to ``out_dir``."""
     out = Path(out_dir)

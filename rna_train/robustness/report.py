@@ -14,18 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rna_train.eval.document import Block, png, write_document
+from rna_train.eval.document import Block, interval_cell, png, write_document
 
 ARROWS = {"higher": "higher", "lower": "lower", None: ""}
-
-
-def _cell(stat: Mapping[str, float] | None) -> str:
-    if not stat or stat.get("mean") is None or not math.isfinite(float(stat["mean"])):
-        return "-"
-    low, high = stat.get("low"), stat.get("high")
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return f"{stat['mean']:.3f}"
-    return f"{stat['mean']:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def section_rows(spec: Any, results: Mapping[str, Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
@@ -85,7 +76,7 @@ def build_blocks(doc: Mapping[str, Any], title: str) -> list[Block]:
         if not results:
             continue
         rows = section_rows(units[section], results)
-        summary += [[section, label, ARROWS[better], *(_cell(stats.get(n)) for n in names)]
+        summary += [[section, label, ARROWS[better], *(interval_cell(stats.get(n)) for n in names)]
                     for label, better, stats in rows]
         spec = units[section]
         fig = spec.section.figure(results) if spec.section.figure else _generic_figure(rows, names)

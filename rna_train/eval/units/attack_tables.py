@@ -8,14 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rna_train.eval.document import Block
+from rna_train.eval.document import interval_cell as _cell
 from rna_train.eval.registry import register_report
 from rna_train.eval.report import Run
-
-
-def _cell(stat: dict[str, Any] | None) -> str:
-    if not stat:
-        return "-"
-    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
 
 
 def _text_rows(run: Run, attack: dict[str, Any]) -> list[list[str]]:
