@@ -82,7 +82,7 @@ def run_row(point: Point, base: dict[str, Any], plan: Any) -> dict[str, Any]:
     seconds = point.cells_path.parent / "train_seconds.json"
     return {
         "variant": point.variant, "method": variant.method, "rna": variant.rna, "nu": variant.nu,
-        "seed": point.seed, "step": point.step,
+        "scale": variant.scale, "seed": point.seed, "step": point.step,
         "forget_nll": point.forget_nll, "forget_top1": point.numbers["forget_heldout"]["top1"],
         "retain_nll": point.numbers["retain_heldout"]["nll"], "retain_top1": point.numbers["retain_heldout"]["top1"],
         "retain_nll_cost": point.numbers["retain_heldout"]["nll"] - base["retain_heldout"]["nll"],
