@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rna_theory.errors import RNAError
+
 
 def _cells(value: float, n_items: int = 3, n_words: int = 2):
     """Cells whose every (item, keyword) NLL effect is ``value`` (one group, ``forget``)."""
@@ -91,7 +93,9 @@ def test_a_methods_trainable_patterns_reach_the_run_config(tmp_path):
     plan_file.write_text(yaml.safe_dump({
         "methods": {"rmu": {"method": {"name": "rmu", "layer": 2}, "trainable": ["mlp.down_proj", "post_*"]},
                     "npo": {"method": {"name": "npo", "layer": 2}}},
-        "variants": {"a": {"method": "rmu"}, "b": {"method": "npo", "rna": "target", "nu": 0.1}}}))
+        "variants": {"a": {"method": "rmu"}, "b": {"method": "npo", "rna": "target", "nu": 0.1},
+                     "c": {"method": "npo", "rna": "target", "nu": 0.8, "scale": "robust"},
+                     "d": {"method": "npo", "rna": "target", "nu": 0.8, "scale": "mad"}}}))
     plan = load_plan(plan_file)
     data = StudyData(tmp_path / "data")
     a = run_config(plan, "a", 0, tmp_path / "model", data)
@@ -99,3 +103,6 @@ def test_a_methods_trainable_patterns_reach_the_run_config(tmp_path):
     assert a["model"]["trainable"]["patterns"] == ["mlp.down_proj", "post_*"]
     assert b["model"]["trainable"]["patterns"] is None
     assert b["rna"]["noise"] == {"nu": 0.1, "relative_to": "rms"} and b["seed"] == 1
+    assert run_config(plan, "c", 0, tmp_path / "model", data)["rna"]["noise"] == {"nu": 0.8, "relative_to": "robust"}
+    with pytest.raises(RNAError, match="scale must be rms or robust"):
+        plan.variant("d")
