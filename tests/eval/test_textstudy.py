@@ -94,8 +94,7 @@ def test_a_methods_trainable_patterns_reach_the_run_config(tmp_path):
         "methods": {"rmu": {"method": {"name": "rmu", "layer": 2}, "trainable": ["mlp.down_proj", "post_*"]},
                     "npo": {"method": {"name": "npo", "layer": 2}}},
         "variants": {"a": {"method": "rmu"}, "b": {"method": "npo", "rna": "target", "nu": 0.1},
-                     "c": {"method": "npo", "rna": "target", "nu": 0.8, "scale": "robust"},
-                     "d": {"method": "npo", "rna": "target", "nu": 0.8, "scale": "mad"}}}))
+                     "c": {"method": "npo", "rna": "target", "nu": 0.8, "scale": "robust"}}}))
     plan = load_plan(plan_file)
     data = StudyData(tmp_path / "data")
     a = run_config(plan, "a", 0, tmp_path / "model", data)
@@ -104,5 +103,8 @@ def test_a_methods_trainable_patterns_reach_the_run_config(tmp_path):
     assert b["model"]["trainable"]["patterns"] is None
     assert b["rna"]["noise"] == {"nu": 0.1, "relative_to": "rms"} and b["seed"] == 1
     assert run_config(plan, "c", 0, tmp_path / "model", data)["rna"]["noise"] == {"nu": 0.8, "relative_to": "robust"}
+    bad = yaml.safe_load(plan_file.read_text())
+    bad["variants"]["c"]["scale"] = "mad"
+    plan_file.write_text(yaml.safe_dump(bad))
     with pytest.raises(RNAError, match="scale must be rms or robust"):
-        plan.variant("d")
+        load_plan(plan_file)
