@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
         doc = run_suite(load_suite(args.config, _overrides(args)), args.out)
     page = write_report(doc, args.out)
-    sys.stdout.write((Path(args.out) / "report.md").read_text(encoding="utf-8").split("## Wall time")[0])
+    parts = (Path(args.out) / "report.md").read_text(encoding="utf-8").split("\n## ")
+    sys.stdout.write("\n## ".join(parts[:3]) + "\n")  # the header, the summary and the wall times
     sys.stdout.write(f"report: {page}\n")
     return 0
