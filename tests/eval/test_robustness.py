@@ -16,7 +16,7 @@ from rna_train.robustness.suite import collect
 
 FORGET_WORDS = ["virus", "protein", "enzyme", "plasmid", "bacteria", "genome", "the", "was", "in", "a"]
 RETAIN_WORDS = ["city", "river", "king", "music", "army", "poet", "bridge", "castle", "the", "was", "in", "a"]
-BUDGET = ["mmlu.limit=4", "keyword_text.chunks=4", "keyword_text.n_keywords=3", "keyword_text.suffix_tokens=8",
+BUDGET = ["mmlu.questions=4", "keyword_text.chunks=4", "keyword_text.n_keywords=3", "keyword_text.suffix_tokens=8",
           "keyword_text.head_tokens=4", "relearn.steps=[0,2]", "relearn.lrs=[1e-3]", "gcg.steps=2",
           "gcg.search_width=8", "gcg.n_tokens=3", "gcg.train_prompts=2", "max_texts=6", "max_length=16"]
 

@@ -38,9 +38,9 @@ def _run(ctx: Any, name: str) -> dict[str, Any]:
     cfg = ctx.cfg.mmlu
     model, tok = ctx.model(name)
     with tempfile.TemporaryDirectory() as tmp:
-        local, include = _prepare(ctx.cfg, tmp, cfg.limit)
+        local, include = _prepare(ctx.cfg, tmp, cfg.questions)
         results = run_lmeval(model, tok, cfg.tasks, include_path=include, local=local, batch_size=cfg.batch_size,
-                             limit=None if local else cfg.limit)
+                             limit=None if local else cfg.questions)
     return {"tasks": results, "chance": CHANCE}
 
 
@@ -65,8 +65,8 @@ def _rows(result: Mapping[str, Any]) -> list[Row]:
 register_section("mmlu", Section(_run, _rows, check=_check,
                                  title="MMLU through lm-eval: clean and SARS-CoV-2-perturbed"),
                  directions={"acc": "higher"},
-                 doc="lm-eval accuracy on the first `mmlu.limit` questions of each task (local tasks from the "
-                     "MMLU asset; mmlu_sars replaces one word of each question by SARS-CoV-2, the paper's "
-                     "perturbation), Wilson 95 % intervals. A drop from mmlu to mmlu_sars larger for the "
-                     "unlearned model than for the base is the paper's fragility; a model at chance (0.25) "
-                     "cannot show it (SmolLM2-135M is there: read the keyword_text section instead).")
+                 doc="lm-eval accuracy on `mmlu.questions` questions of each task, drawn at random across "
+                     "subjects (local tasks from the MMLU asset; mmlu_sars replaces one word of each question by "
+                     "SARS-CoV-2, the paper's perturbation), Wilson 95 % intervals. A drop from mmlu to mmlu_sars "
+                     "larger for the unlearned model than for the base is the paper's fragility; a model at chance "
+                     "(0.25) cannot show it (SmolLM2-135M is there: read the keyword_text section instead).")
