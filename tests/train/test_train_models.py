@@ -108,6 +108,9 @@ def test_gguf_file_is_passed_through(monkeypatch: pytest.MonkeyPatch, assets: di
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_model)
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", fake_tok)
+    from rna_train import models
+
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: True)  # "some/folder" stands for a Hub id
     load_model("some/folder", gguf_file="w.Q4_1.gguf")
     assert seen == {"model": "w.Q4_1.gguf", "tokenizer": "w.Q4_1.gguf"}
 
