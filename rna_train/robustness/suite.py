@@ -107,7 +107,12 @@ def _check_folder(out: Path, cfg: SuiteConfig) -> None:
         from rna_train.schema import from_dict
 
         # compared as configs (a key added to SuiteConfig since, at its default, is no difference)
-        if to_dict(from_dict(SuiteConfig, yaml.safe_load(saved.read_text(encoding="utf-8")))) != to_dict(cfg):
+        try:
+            before = to_dict(from_dict(SuiteConfig, yaml.safe_load(saved.read_text(encoding="utf-8"))))
+        except (RNAError, yaml.YAMLError) as exc:
+            raise RNAError(f"the saved suite config cannot be read by this version ({exc})", where=str(saved),
+                           fix="pass a new --out folder (or restore the version that wrote it)") from None
+        if before != to_dict(cfg):
             raise RNAError("this folder holds a suite run with other settings", where=str(out),
                            fix="rerun with the same settings to resume, or pass another --out")
     elif out.exists() and any(out.iterdir()):

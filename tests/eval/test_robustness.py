@@ -170,3 +170,13 @@ def test_report_renders_in_headless_chromium(suite: Path, tmp_path: Path) -> Non
     image = Image.open(shot).convert("L")
     low, high = image.getextrema()
     assert image.size == (1280, 3000) and high - low > 100
+
+
+def test_a_folder_from_another_version_is_refused_clearly(llama_dir: Path, llama2_dir: Path,
+                                                          inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "suite.yaml").write_text("mmlu: {limit: 100}\n")  # a key this version no longer has
+    with pytest.raises(RNAError, match="cannot be read by this version"):
+        rna(*_argv(llama2_dir, llama_dir, inputs, out, "sections=[text_nll]"))
+    assert sorted(p.name for p in out.iterdir()) == ["suite.yaml"]
