@@ -160,7 +160,9 @@ class EvalDuringTraining:
     metrics: list[str] = field(["forget_text", "retain_text"], doc="registered metric names")
     forget: str | None = field(None, doc="held-out forget texts (any format the data module reads)")
     retain: str | None = field(None, doc="held-out retain texts")
-    max_texts: int = field(32, min=1, doc="texts scored per corpus")
+    keywords: list[str] = field([], doc="keyword groups NAME=LIST (a packaged list or a file) for keyword_effect")
+    probe: str | None = field(None, doc="multiple-choice probe file (JSONL) for probe_accuracy")
+    max_texts: int = field(32, min=1, doc="texts (chunks, questions) scored per corpus")
     max_length: int = field(64, min=2, doc="tokens scored per text")
 
 

@@ -101,9 +101,13 @@ def register_section(name: str, section: Section, *, directions: Mapping[str, st
 
 def register_report(name: str, render: Callable[[Sequence[Any]], list[Any]], *, order: int,
                     directions: Mapping[str, str], doc: str = "") -> None:
-    """Register ``render(runs) -> blocks`` as the ``rna report`` unit ``name`` (placed by ``order``)."""
+    """Register ``render(runs) -> blocks`` as the ``rna report`` unit ``name`` (placed by ``order``), or
+    attach it to the metric ``name`` registered before."""
     if name in _METRICS:
-        raise ValueError(f"report unit {name!r} is registered twice")
+        if _METRICS[name].report is not None:
+            raise ValueError(f"report unit {name!r} is registered twice")
+        _METRICS[name] = dataclasses.replace(_METRICS[name], report=render, order=order)
+        return
     _METRICS[name] = MetricSpec(name, dict(directions), (), doc.strip(), report=render, order=order)
 
 
@@ -141,15 +145,27 @@ def get(name: str) -> MetricSpec:
 
 
 def check_inputs(names: list[str], inputs: Mapping[str, Any]) -> None:
-    """Every chosen metric's inputs are given (checked at config load, before anything runs)."""
+    """Every chosen metric's inputs are given and readable (checked at config load, before anything runs):
+    files exist; keyword groups (``keywords``) resolve to non-empty lists."""
     from pathlib import Path
 
     for name in names:
         missing = [k for k in get(name).needs if not inputs.get(k)]
         if missing:
             raise RNAError(f"metric {name!r} needs {', '.join(missing)}", where=f"train.eval.{missing[0]}",
-                           fix=f"set train.eval.{missing[0]} (a held-out text file)")
+                           fix=f"set train.eval.{missing[0]} ({_NEED_HELP.get(missing[0], 'a held-out text file')})")
         for key in get(name).needs:
-            if not Path(str(inputs[key])).exists():
+            if key == "keywords":
+                from rna_train.eval.mining import load_groups
+
+                try:
+                    load_groups(list(inputs[key]))
+                except RNAError as exc:
+                    raise RNAError(exc.what, where="train.eval.keywords", fix=exc.fix) from None
+            elif not Path(str(inputs[key])).exists():
                 raise RNAError(f"file not found: {inputs[key]}", where=f"train.eval.{key}",
-                               fix="point it at a held-out text file")
+                               fix="point it at an existing file")
+
+
+_NEED_HELP = {"keywords": "keyword groups such as [forget=bio, control=control]",
+              "probe": "a JSONL multiple-choice probe"}

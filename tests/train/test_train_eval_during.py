@@ -65,3 +65,35 @@ def test_report_shows_the_evaluation_curves(assets: dict[str, Path], tmp_path: P
     run = Run(tmp_path / "out", "rmu", {}, None, None, [], rows)
     assert _eval_figure([run])[:8] == b"\x89PNG\r\n\x1a\n"
     assert _eval_figure([Run(tmp_path, "x", {}, None, None, [], [{"step": 1, "loss": 1.0}])]) is None
+
+
+def test_keyword_effect_and_probe_accuracy_during_training(assets: dict[str, Path], tmp_path: Path) -> None:
+    """The keyword-effect and probe-accuracy units log per group / accuracy, equal to the same
+    computation on the final model; bad keyword groups fail at load under train.eval.keywords."""
+    import json
+
+    from rna_train.eval.evaluate import evaluate
+    from rna_train.eval.probes import load_probe
+
+    texts = read_texts(assets["retain"])
+    long = tmp_path / "long.jsonl"
+    long.write_text("".join(json.dumps({"text": " ".join(texts[i:] + texts[:i])}) + "\n" for i in range(6)))
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"question": f"Which word is number {i}?", "choices": ["cell", "river"],
+                                         "answer": i % 2}) + "\n" for i in range(6)))
+    cfg = _config(tmp_path, assets, retain=str(long), probe=str(probe), keywords=["forget=bio", "control=control"],
+                  metrics=["keyword_effect", "probe_accuracy"], max_texts=4)
+    result = train(*cfg)
+    last = result.metrics[-1]
+    assert {"eval/keyword_effect/effect_forget", "eval/keyword_effect/effect_control",
+            "eval/probe_accuracy/accuracy"} <= set(last)
+    model = result.model.eval()
+    expected = registry.get("keyword_effect").compute(model, result.tokenizer, cfg[0].train.eval.__dict__)
+    assert last["eval/keyword_effect/effect_forget"] == pytest.approx(expected["effect_forget"], rel=1e-6)
+    ours, _ = evaluate(model, result.tokenizer, load_probe(probe)[:4], scorings=["loglik"])
+    assert last["eval/probe_accuracy/accuracy"] == pytest.approx(ours["loglik"]["clean"]["overall"]["rate"])
+    with pytest.raises(RNAError, match="NAME=LIST") as info:
+        _config(tmp_path, assets, keywords=["nonsense"], metrics=["keyword_effect"])
+    assert info.value.where == "train.eval.keywords"
+    with pytest.raises(RNAError, match="needs probe"):
+        _config(tmp_path, assets, metrics=["probe_accuracy"])

@@ -16,13 +16,16 @@ from rna_train.eval.report import Run, fmt, rate_cell
 #: Most latent-difference histogram panels drawn (runs x keyword lists).
 MAX_HIST_PANELS = 8
 
+
 #: The audit's columns, split in two tables so each fits a screen with a dozen runs: the latent
 #: footprint (C1) and robustness, measured vs predicted (C6, C7).
 FOOTPRINT_HEADERS = ["run", "keywords", "layer", "alignment", "eta", "robust eta (MAD)", "top-1% coords variance share",
                      "|mean shift|", "effective rank", "d", "Gaussianity"]
 
+
 ROBUSTNESS_HEADERS = ["run", "keywords", "measured unchanged", "nu", "predicted certified (C6b)",
                       "predicted first-order", "tuner nu (C7)"]
+
 
 def _audit_tables(runs: Sequence[Run]) -> tuple[Block, Block] | None:
     footprint, robustness = [], []
@@ -46,6 +49,7 @@ def _audit_tables(runs: Sequence[Run]) -> tuple[Block, Block] | None:
     return (Block("table", headers=FOOTPRINT_HEADERS, rows=footprint),
             Block("table", headers=ROBUSTNESS_HEADERS, rows=robustness))
 
+
 def _effect_table(runs: Sequence[Run]) -> Block | None:
     """Per run and keyword list: clean vs. perturbed accuracy and the drop (C8 (i): forget vs. control)."""
     rows = []
@@ -60,6 +64,7 @@ def _effect_table(runs: Sequence[Run]) -> Block | None:
         return None
     return Block("table", headers=["run", "keywords", "clean accuracy", "perturbed accuracy", "accuracy drop",
                                    "unchanged predictions"], rows=rows)
+
 
 def _histogram_figure(runs: Sequence[Run]) -> bytes | None:
     import matplotlib.pyplot as plt
@@ -108,6 +113,7 @@ def _histogram_figure(runs: Sequence[Run]) -> bytes | None:
         legend_outside(ax, 6)
     fig.tight_layout()
     return png(fig)
+
 
 def _prediction_figure(runs: Sequence[Run]) -> bytes | None:
     import matplotlib.pyplot as plt

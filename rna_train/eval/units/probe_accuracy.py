@@ -1,19 +1,22 @@
-"""Report unit ``probe_accuracy`` (``rna report`` on ``rna eval`` folders): clean vs. keyword-perturbed
-accuracy (figure and table), accuracy per subject, the noise-scale ablation across runs and example
-perturbed questions."""
+"""Unit ``probe_accuracy``: multiple-choice accuracy. As a training-time metric (``train.eval``), the
+accuracy of the first max_texts questions of a probe file; as a report unit (``rna report`` on
+``rna eval`` folders), clean vs. keyword-perturbed accuracy (figure and table), accuracy per subject,
+the noise-scale ablation across runs and example perturbed questions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rna_train.eval.document import Block, legend_outside, png
-from rna_train.eval.registry import register_report
+from rna_train.eval.registry import register, register_report
 from rna_train.eval.report import Run, fmt, rate_cell
 
 #: Example perturbed questions shown per run.
 EXAMPLES = 3
+
 
 def _accuracy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Long table: run, condition (clean / perturbed: kind), rate and interval."""
@@ -37,8 +40,10 @@ def _accuracy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                                  **_unpack(entry["measured"]["perturbed_accuracy"])})
     return rows
 
+
 def _unpack(r: dict[str, Any]) -> dict[str, Any]:
     return {"rate": r["rate"], "lo": r["ci"][0], "hi": r["ci"][1], "n": r["n"]}
+
 
 def _eval_table(runs: Sequence[Run]) -> Block | None:
     rows = []
@@ -60,8 +65,10 @@ def _eval_table(runs: Sequence[Run]) -> Block | None:
     return Block("table", headers=["run", "model", "probe", "scoring", "clean accuracy [95% CI]",
                                    "perturbed accuracy", "unchanged predictions", "perturbation"], rows=rows)
 
+
 #: Runs per per-subject table (two columns each): a dozen runs become four tables that fit a window.
 SUBJECT_RUNS = 3
+
 
 def _subject_table(runs: Sequence[Run]) -> Block | None:
     """Per subject, each run's clean and perturbed accuracy (one table; see :func:`_subject_tables`)."""
@@ -80,11 +87,13 @@ def _subject_table(runs: Sequence[Run]) -> Block | None:
     rows = [[s, *(data[s].get(c, "-") for c in cols)] for s in sorted(data)]
     return Block("table", headers=["subject", *cols], rows=rows)
 
+
 def _subject_tables(runs: Sequence[Run]) -> list[Block]:
     """:func:`_subject_table` split into tables of at most :data:`SUBJECT_RUNS` runs each."""
     with_eval = [r for r in runs if r.eval]
     groups = [with_eval[i:i + SUBJECT_RUNS] for i in range(0, len(with_eval), SUBJECT_RUNS)]
     return [t for t in (_subject_table(g) for g in groups) if t is not None]
+
 
 def _examples(runs: Sequence[Run]) -> Block | None:
     rows = []
@@ -105,6 +114,7 @@ def _examples(runs: Sequence[Run]) -> Block | None:
         return None
     return Block("table", headers=["run", "subject", "clean question", "perturbed question", "perturbation",
                                    "prediction changed"], rows=rows)
+
 
 def _accuracy_figure(runs: Sequence[Run]) -> bytes | None:
     import matplotlib.pyplot as plt
@@ -130,11 +140,13 @@ def _accuracy_figure(runs: Sequence[Run]) -> bytes | None:
     ax.tick_params(axis="x", labelrotation=15)
     return png(fig)
 
+
 def _probe_name(run: Run) -> str:
     """The probe a run was scored on (file stem, with its subject filter), to keep probes apart."""
     source = run.eval or run.audit or {}
     name = Path(str(source.get("probe", "probe"))).stem
     return f"{name} [{source['subjects']}]" if source.get("subjects") else name
+
 
 def _ablation_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Accuracy per (method, nu, condition and probe): accuracies of different probes (a forget probe and a
@@ -148,6 +160,7 @@ def _ablation_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
         for r in _accuracy_rows([run]):
             rows.append({"method": method, "nu": run.nu, "metric": f"{r['condition']} ({probe})", "value": r["rate"]})
     return rows
+
 
 def _ablation_figure(runs: Sequence[Run]) -> bytes | None:
     import matplotlib.pyplot as plt
@@ -164,6 +177,25 @@ def _ablation_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_ylim(0, 1)
     legend_outside(ax, 7)
     return png(fig)
+
+
+@functools.lru_cache(maxsize=4)
+def _questions(path: str, _mtime_ns: int) -> tuple[Any, ...]:
+    from rna_train.eval.probes import load_probe
+
+    return tuple(load_probe(path))
+
+
+@register("probe_accuracy", directions={"accuracy": "higher"}, needs=("probe",))
+def probe_accuracy(model: Any, tokenizer: Any, inputs: Mapping[str, Any]) -> dict[str, float]:
+    """Accuracy (loglik scoring) on the first max_texts questions of train.eval.probe (higher is better
+    on a retain probe; on a forget probe lower means more forgotten)."""
+    from rna_train.eval.evaluate import evaluate
+
+    path = str(inputs["probe"])
+    questions = list(_questions(path, Path(path).stat().st_mtime_ns))[: int(inputs.get("max_texts", 32))]
+    results, _ = evaluate(model, tokenizer, questions, scorings=["loglik"])
+    return {"accuracy": float(results["loglik"]["clean"]["overall"]["rate"])}
 
 
 def render(runs: Sequence[Run]) -> list[Block]:

@@ -12,7 +12,7 @@ from rna_train.eval.registry import Row, Section, register, register_section
 
 
 @functools.lru_cache(maxsize=8)
-def _texts(path: str, limit: int, _mtime_ns: int) -> tuple[str, ...]:
+def held_out_texts(path: str, limit: int, _mtime_ns: int) -> tuple[str, ...]:
     """The first ``limit`` non-empty texts of ``path``, read once per file version (every evaluation of a
     run scores them; the modification time in the key makes an edited file read again)."""
     from rna_train.data import read_texts
@@ -24,7 +24,7 @@ def _score(model: Any, tokenizer: Any, inputs: Mapping[str, Any], corpus: str) -
     from rna_train.attacks.textnll import document_scores
 
     path = str(inputs[corpus])
-    texts = _texts(path, int(inputs.get("max_texts", 32)), Path(path).stat().st_mtime_ns)
+    texts = held_out_texts(path, int(inputs.get("max_texts", 32)), Path(path).stat().st_mtime_ns)
     scores = document_scores(model, tokenizer, texts, max_length=int(inputs.get("max_length", 64)))
     return {"nll": float(scores["nll"].mean()), "top1": float(scores["top1"].mean())}
 

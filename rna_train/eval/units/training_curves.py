@@ -13,6 +13,7 @@ from rna_train.eval.report import Run
 #: any key containing "loss".
 LOSS_KEYS = ("loss", "forget", "retain")
 
+
 def _metrics_figure(runs: Sequence[Run]) -> bytes | None:
     import matplotlib.pyplot as plt
 
@@ -32,6 +33,7 @@ def _metrics_figure(runs: Sequence[Run]) -> bytes | None:
     ax.set_ylabel("loss")
     legend_outside(ax, 6)
     return png(fig)
+
 
 def _eval_figure(runs: Sequence[Run]) -> bytes | None:
     """One panel per ``eval/<metric>/<key>`` column of metrics.jsonl (train.eval), one line per run."""
