@@ -212,8 +212,19 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     return out
 
 
+def _split_key(node: Any, parts: list[str], i: int) -> int:
+    """End index of the key at ``parts[i:]`` in mapping ``node``: the longest dotted run of parts that is
+    an existing key (``variants.npo-0.8.seeds`` finds the key ``npo-0.8``), else one part."""
+    if isinstance(node, dict):
+        for j in range(len(parts), i + 1, -1):
+            if ".".join(parts[i:j]) in node:
+                return j
+    return i + 1
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any, expand: Mapping[str, str] | None = None) -> None:
-    """Set ``a.b.0.c`` in nested dicts/lists, creating mappings as needed.
+    """Set ``a.b.0.c`` in nested dicts/lists, creating mappings as needed; a key that itself contains
+    dots is matched whole when it exists.
 
     ``expand`` maps dotted paths whose scalar value is shorthand for a mapping to that mapping's
     key (:func:`shorthands`): setting ``rna.noise.nu`` where ``rna.noise`` is ``0.05`` first turns
@@ -221,9 +232,10 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, expand: Mapping[st
     """
     parts = dotted.split(".")
     node: Any = data
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        where = ".".join(parts[:i + 1])
+    i = 0
+    while i < len(parts):
+        j = _split_key(node, parts, i)
+        part, last, where = ".".join(parts[i:j]), j == len(parts), ".".join(parts[:j])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise RNAError(f"no list item {part!r}", where=where,
@@ -232,6 +244,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, expand: Mapping[st
                 node[int(part)] = value
             else:
                 node = node[int(part)]
+            i = j
             continue
         if not isinstance(node, dict):
             raise RNAError("is not a mapping", where=".".join(parts[:i]), fix="override a nested key only")
@@ -243,6 +256,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, expand: Mapping[st
             elif expand and where in expand and not isinstance(node[part], (dict, list)):
                 node[part] = {expand[where]: node[part]}
             node = node[part]
+        i = j
 
 
 def parse_override(text: str) -> tuple[str, Any]:

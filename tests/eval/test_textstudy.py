@@ -108,3 +108,17 @@ def test_a_methods_trainable_patterns_reach_the_run_config(tmp_path):
     plan_file.write_text(yaml.safe_dump(bad))
     with pytest.raises(RNAError, match="scale must be rms or robust"):
         load_plan(plan_file)
+
+
+def test_override_keys_may_name_a_variant_with_dots(tmp_path):
+    """``variants.npo-target-robust-0.8.seeds=[0,1]`` reaches the variant whose name holds a dot."""
+    import yaml
+
+    from rna_train.studies.textstudy import load_plan
+
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump({
+        "methods": {"npo": {"method": {"name": "npo", "layer": 2}}},
+        "variants": {"npo-robust-0.8": {"method": "npo", "rna": "target", "nu": 0.8, "scale": "robust"}}}))
+    plan = load_plan(plan_file, ["variants.npo-robust-0.8.seeds=[0,1]"])
+    assert plan.variant("npo-robust-0.8").seeds == [0, 1]
