@@ -65,6 +65,13 @@ GPU_SPEC = GCGSpec(steps=250, n_tokens=20, search_width=512, topk=256, train_pro
                    batch_size=512)
 
 
+def preset_spec(preset: str, **values: int) -> GCGSpec:
+    """The ``cpu`` (defaults) or ``gpu`` (:data:`GPU_SPEC`) budget with ``values`` replaced, checked."""
+    spec = dataclasses.replace(GPU_SPEC if preset == "gpu" else GCGSpec(), **values)
+    spec.check()
+    return spec
+
+
 def cut_texts(tokenizer: Any, texts: Sequence[str], spec: GCGSpec, limit: int) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, target ids) of the first ``limit`` texts long enough for both."""
     need = spec.prompt_tokens + spec.target_tokens
@@ -151,10 +158,11 @@ def _candidates(grad: torch.Tensor, current: torch.Tensor, allowed: torch.Tensor
 
 
 def optimise(model: Any, tokenizer: Any, items: Sequence[tuple[list[int], list[int]]], spec: GCGSpec,
-             ) -> dict[str, Any]:
-    """Run GCG on ``items``: the best string found (ids and text) and the loss after each step."""
+             allowed: torch.Tensor | None = None) -> dict[str, Any]:
+    """Run GCG on ``items``: the best string found (ids and text) and the loss after each step.
+    ``allowed``: :func:`allowed_tokens` when the caller already has it (decoding a vocabulary is slow)."""
     vocab = model.get_input_embeddings().weight.shape[0]
-    allowed = allowed_tokens(tokenizer, vocab)
+    allowed = allowed_tokens(tokenizer, vocab) if allowed is None else allowed
     gen = torch.Generator().manual_seed(spec.seed)
     current = allowed[torch.randint(0, allowed.numel(), (spec.n_tokens,), generator=gen)]
     flags = [p.requires_grad for p in model.parameters()]
@@ -209,8 +217,8 @@ def run(model: Any, tokenizer: Any, attack_texts: Sequence[str], heldout_texts: 
                            f"for the GCG {name} set", where=where,
                            fix="pass more or longer texts, or lower gcg.prompt_tokens / gcg.target_tokens")
     start = time.perf_counter()
-    found = optimise(model, tokenizer, train, spec)
     allowed = allowed_tokens(tokenizer, model.get_input_embeddings().weight.shape[0])
+    found = optimise(model, tokenizer, train, spec, allowed)
     gen = torch.Generator().manual_seed(spec.seed + 1)
     random_ids = allowed[torch.randint(0, allowed.numel(), (spec.n_tokens,), generator=gen)].tolist()
     scores = transfer(model, heldout, found["ids"], spec, random_ids)

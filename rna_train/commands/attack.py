@@ -60,10 +60,8 @@ GCG_KEYS = ("steps", "n_tokens", "search_width", "topk", "train_prompts", "promp
 
 def gcg_spec(preset: str, pairs: list[str]) -> Any:
     """The GCG budget: the preset with ``KEY=VALUE`` pairs applied, checked."""
-    import dataclasses
-
     from rna_theory.errors import RNAError
-    from rna_train.attacks.gcg import GPU_SPEC, GCGSpec
+    from rna_train.attacks.gcg import preset_spec
 
     values: dict[str, int] = {}
     for pair in pairs:
@@ -72,9 +70,7 @@ def gcg_spec(preset: str, pairs: list[str]) -> Any:
             raise RNAError(f"bad --gcg {pair!r}", where="--gcg",
                            fix=f"use KEY=INTEGER, KEY one of {', '.join(GCG_KEYS)}")
         values[key] = int(value)
-    spec = dataclasses.replace(GPU_SPEC if preset == "gpu" else GCGSpec(), **values)
-    spec.check()
-    return spec
+    return preset_spec(preset, **values)
 
 
 def _texts(path: str, field: str, limit: int, where: str) -> list[str]:

@@ -151,8 +151,6 @@ def run_lm_eval(args: argparse.Namespace) -> int:
         raise RNAError("--lm-eval runs lm-eval tasks, not a --probe or --text", where="--lm-eval",
                        fix="drop --probe/--text (or run rna eval twice)")
     names = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
-    if not names or len(set(names)) != len(names):
-        raise RNAError(f"bad task list {args.lm_eval!r}", where="--lm-eval", fix="list each task once: mmlu,mmlu_sars")
     _require_lm_eval()
     check_output_folder(args.out)
     pick_device(args.device)

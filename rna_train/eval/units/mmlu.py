@@ -20,13 +20,8 @@ def _prepare(cfg: Any, workdir: str, sample: int) -> tuple[dict[str, str], list[
     from rna_train.eval.lmevalrun import prepare_tasks
 
     section = cfg.mmlu
-    if not section.tasks or len(set(section.tasks)) != len(section.tasks):
-        from rna_theory.errors import RNAError
-
-        raise RNAError(f"bad task list {section.tasks}", where="mmlu.tasks",
-                       fix="list each task once: [mmlu, mmlu_sars]")
     return prepare_tasks(section.tasks, Path(workdir), seed=cfg.seed, sample=sample,
-                         wmdp_dir=Path(section.wmdp) if section.wmdp else None)
+                         wmdp_dir=Path(section.wmdp) if section.wmdp else None, where="mmlu.tasks")
 
 
 def _run(ctx: Any, name: str) -> dict[str, Any]:
