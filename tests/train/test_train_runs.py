@@ -154,14 +154,34 @@ def _kill_tree(pid: int) -> None:
             os.kill(child, signal.SIGKILL)
 
 
-def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict[str, Path]) -> None:
-    """2 CPU processes (DDP, gloo), SIGKILLed after a checkpoint and resumed on 2 processes, give the
-    uninterrupted 1-process weights: same global batches (token means use the global counts for
-    sequences of unequal length), the same RNA noise per sample (drawn from the sample's own seed,
-    not the process's), and the reference shared with the model (no copy) under DDP too.
+#: accelerate's FSDP2 engine from the environment (what `accelerate launch --use_fsdp` sets), run on
+#: gloo CPU processes by tests/train/fsdp_cpu.py.
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+            "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
+            "FSDP_RESHARD_AFTER_FORWARD": "true"}
 
-    (accelerate runs FSDP only on accelerators: tests/train/test_checkpoint_fsdp2.py checks the
-    FSDP2 checkpoint code with torch's fully_shard on the CPU.)
+
+def launch_two(engine: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a 2-process gloo CPU run of ``rna_train.cli args`` under
+    ``engine`` (``ddp``: accelerate's MULTI_CPU; ``fsdp``: its FSDP2 engine, see fsdp_cpu.py)."""
+    # `--cpu` alone keeps accelerate's single-process launcher; torchrun (--multi_gpu) plus
+    # ACCELERATE_USE_CPU gives two gloo processes.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]
+    env = {**_env(), "ACCELERATE_USE_CPU": "true"}
+    if engine == "fsdp":
+        return [*launch, str(Path(__file__).with_name("fsdp_cpu.py")), *args], {**env, **FSDP_ENV}
+    return [*launch, "-m", "rna_train.cli", *args], env
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict[str, Path], engine: str) -> None:
+    """2 CPU processes (DDP or FSDP2, gloo), SIGKILLed after a checkpoint and resumed on 2 processes,
+    give the uninterrupted 1-process weights: same global batches (token means use the global counts
+    for sequences of unequal length), the same RNA noise per sample (drawn from the sample's own
+    seed, not the process's), the reference shared with the model (no copy), and under FSDP2
+    checkpoints gathered from the shards and scattered back on resume.
     """
     steps = 40
 
@@ -174,14 +194,10 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
         return path
 
     two = tmp_path / "two"
-    # `--cpu` alone keeps accelerate's single-process launcher; torchrun (--multi_gpu) plus
-    # ACCELERATE_USE_CPU gives two gloo processes (accelerate's MULTI_CPU).
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd = ["-m", "rna_train.cli", "unlearn", "--config", str(config(two, "two.yaml"))]
-    env = {**_env(), "ACCELERATE_USE_CPU": "true"}
-    proc = subprocess.Popen([*launch, "--main_process_port", str(_free_port()), *cmd], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    args = ["unlearn", "--config", str(config(two, "two.yaml"))]
+    cmd, env = launch_two(engine, args)
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.monotonic() + 300
     while not list((two / "checkpoints").glob("step-*")):
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else "run exited early"
@@ -191,12 +207,13 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
     proc.wait()
     time.sleep(0.5)
     assert not (two / DONE).exists(), "the run finished before it could be killed"
-    res = subprocess.run([*launch, "--main_process_port", str(_free_port()), *cmd, "--resume"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=400, check=False)
+    cmd, env = launch_two(engine, [*args, "--resume"])
+    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     env_record = json.loads((two / "environment.json").read_text())
     assert env_record["num_processes"] == 2
-    assert env_record["distributed_type"] == "DistributedType.MULTI_CPU"
+    kind = {"ddp": "MULTI_CPU", "fsdp": "FSDP"}[engine]
+    assert env_record["distributed_type"] == f"DistributedType.{kind}"
     one = tmp_path / "one"
     train(*load_config(config(one, "one.yaml")))
     a = load_file(str(two / "trainable.safetensors"))
