@@ -98,6 +98,11 @@ class ReferenceCache:
         """False once layer ``layer``'s outputs were refused (budget reached, or not replayable)."""
         return layer not in self._refused
 
+    @property
+    def complete(self) -> bool:
+        """True while nothing was refused: every sequence offered to :meth:`put` is held."""
+        return not self._refused
+
     def stored_layers(self) -> list[int]:
         """Layers with at least one cached state, ascending."""
         return sorted(self._shapes)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from rna_theory.errors import RNAError
-from rna_train import arch, losses
+from rna_train import arch, losses, sharded
 from rna_train.models import (
     forward_with,
     head_input,
@@ -69,6 +69,9 @@ class StepContext:
     #: Original values of the trainable parameters. With ``reference=None`` the frozen reference
     #: is ``model`` with these swapped in (no second copy of the weights).
     originals: dict[str, torch.Tensor] | None = None
+    #: The model is FSDP2-sharded and ``originals`` are shards, written into the live shards in
+    #: place for each reference forward (:func:`rna_train.sharded.swapped`).
+    in_place: bool = False
     #: Number of leading decoder layers without trainable parameters whose output is computed once
     #: per batch (no gradient) and shared by the updated and the reference forwards (0: off).
     shared_layers: int = 0
@@ -199,6 +202,14 @@ class StepContext:
         if self.reference is not None:
             return self.reference
         assert self.originals is not None  # require_reference checked it
+        if self.in_place:
+            model, originals = self.model, self.originals
+
+            def forward(**kwargs: Any) -> Any:
+                with sharded.swapped(model, originals):
+                    return model(**kwargs)
+
+            return forward
         return forward_with(self.model, self.originals)
 
     def _target_noise(self) -> bool:
@@ -358,6 +369,11 @@ class TrainStep:
     cache: ReferenceCache | None = None
     head_chunk_bytes: int = 0
     accelerator: Any = None
+    #: FSDP2 with the shared reference: ``originals`` are shards swapped in place
+    #: (:class:`StepContext`), and the reference pass gathers the model once
+    #: (:func:`rna_train.sharded.gathered`), restoring the engine's ``reshard_after_forward``.
+    in_place: bool = False
+    reshard_after_forward: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -372,12 +388,18 @@ class TrainStep:
                            rna=self.rna, step=step,
                            generator=self.rna.generator(step, self.device) if self.rna.active else None,
                            truncate=self.truncate, counts=counts or {}, originals=self.originals,
-                           shared_layers=self.shared_layers, cache=self.cache, head_chunk_bytes=self.head_chunk_bytes)
+                           in_place=self.in_place, shared_layers=self.shared_layers, cache=self.cache,
+                           head_chunk_bytes=self.head_chunk_bytes)
 
     def prefill(self, forget: Sequence[tuple[int, Batch]], retain: Sequence[Batch], *, progress: bool = False) -> None:
         """The reference pass before step 1 (:func:`prefill`) on the same models as the steps."""
         ctx = dataclasses.replace(self.context(0), forward=self.model, generator=None)
-        with self._autocast():
+        block: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.in_place and self.originals is not None:
+            # The original values are in the gathered model for the whole pass: nothing to swap.
+            block = sharded.gathered(self.model, self.originals, self.reshard_after_forward)
+            ctx = dataclasses.replace(ctx, originals={}, in_place=False)
+        with block, self._autocast():
             prefill(ctx, self.method, [(t, _to(b, self.device)) for t, b in forget],
                     [_to(b, self.device) for b in retain], progress=progress)
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from rna_theory.errors import RNAError
-from rna_train import arch, checkpoint, config, lora, tracking
+from rna_train import arch, checkpoint, config, lora, sharded, tracking
 from rna_train.data import Corpus, batch_indices, load_corpus, stream_id
 from rna_train.methods import Method, MethodOptions, get_method
 from rna_train.methods.base import Setup
@@ -289,6 +289,12 @@ def _nonfinite(terms: dict[str, float], trainable: dict[str, nn.Parameter], acce
     return "loss or gradient on another process"
 
 
+def _is_fsdp2(accelerator: Any) -> bool:
+    """Whether accelerate runs FSDP2 (``fully_shard``: parameters sharded as DTensors)."""
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    return accelerator.distributed_type.name == "FSDP" and getattr(plugin, "fsdp_version", 1) == 2
+
+
 def _check_distributed(cfg: config.RunConfig, accelerator: Any, resume: bool) -> None:
     """Settings the distributed setup cannot honour, refused before anything is loaded."""
     from accelerate.utils import DistributedType
@@ -359,27 +365,36 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
     out = Path(cfg.output_dir)
     _check_output_dir(out, resume, cfg)
     single = accelerator.distributed_type == DistributedType.NO
-    # DDP keeps whole parameters on every process: the reference is the unwrapped model with the
-    # original values swapped in, as in one process; sharded engines (FSDP, DeepSpeed) need a copy.
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    # DDP keeps whole parameters on every process and FSDP2 shards them: the reference is the model
+    # with the original values swapped in (whole tensors, or shards written in place); DeepSpeed
+    # and FSDP1, which own flattened parameters, need a copy.
+    fsdp2 = _is_fsdp2(accelerator)
+    copy = accelerator.distributed_type == DistributedType.DEEPSPEED or (
+        accelerator.distributed_type == DistributedType.FSDP and not fsdp2)
     prep = prepare(cfg, options, rank=accelerator.process_index, model_and_tokenizer=model_and_tokenizer,
-                   shared_reference=not sharded, load_truncated=single)
-    params = dict(prep.model.named_parameters())
-    optimizer = torch.optim.AdamW([params[n] for n in prep.trainable], lr=t.lr, betas=tuple(t.betas),
+                   shared_reference=not copy, load_truncated=single)
+    before = dict(prep.model.named_parameters())
+    optimizer = torch.optim.AdamW([before[n] for n in prep.trainable], lr=t.lr, betas=tuple(t.betas),
                                   eps=t.eps, weight_decay=t.weight_decay)
     if prep.reference is not None:
         prep.reference.to(accelerator.device)
-    originals = ({n: v.to(accelerator.device) for n, v in prep.originals.items()}
-                 if prep.originals is not None else None)
     scheduler = _scheduler(optimizer, t)
     prep.model.train(t.dropout)
     if t.gradient_checkpointing:
         enable_checkpointing(prep.model, dropout=t.dropout)
     wrapped, optimizer = accelerator.prepare(prep.model, optimizer)
     unwrapped = accelerator.unwrap_model(wrapped)
+    originals = prep.originals
+    if originals is not None:
+        originals = (sharded.local_originals(unwrapped, originals) if fsdp2
+                     else {n: v.to(accelerator.device) for n, v in originals.items()})
     step = TrainStep(prep.method, unwrapped, prep.rna, forward=wrapped, reference=prep.reference,
                      originals=originals, shared_layers=_shared_layers(prep) if single else 0, truncate=single,
-                     head_chunk_bytes=int(t.head_chunk_mib * 2**20), accelerator=accelerator)
+                     head_chunk_bytes=int(t.head_chunk_mib * 2**20), accelerator=accelerator, in_place=fsdp2,
+                     reshard_after_forward=bool(getattr(getattr(accelerator.state, "fsdp_plugin", None),
+                                                                "reshard_after_forward", True)))
+    # FSDP2 replaces the parameters by sharded ones: look the trainable ones up after wrapping.
+    params = dict(unwrapped.named_parameters())
     run = _Run(cfg, prep, accelerator, wrapped, unwrapped, optimizer, step, out,
                {n: params[n] for n in prep.trainable}, scheduler)
     _resume_and_record(run, resume)
@@ -387,6 +402,15 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
         accelerator.init_trackers(tracking.project_name(tracker),
                                   config=tracking.hyperparameters(config.to_dict(cfg)))
     return run
+
+
+def _reference_kind(step: TrainStep) -> str:
+    """How the frozen reference is held, for environment.json."""
+    if step.reference is not None:
+        return "copy"
+    if step.originals is None:
+        return "none"
+    return "shared: original shards written in place (FSDP2)" if step.in_place else "shared: original values swapped in"
 
 
 def _resume_and_record(run: _Run, resume: bool) -> None:
@@ -406,7 +430,7 @@ def _resume_and_record(run: _Run, resume: bool) -> None:
         schedule = run.prep.rna.schedule
         resolved = {"trainable": run.prep.trainable, "rna_layer": run.prep.rna.layer,
                     "rna_schedule": config.to_dict(schedule) if schedule else None,
-                    "rna_auto": run.cfg.rna.auto.chosen}
+                    "rna_auto": run.cfg.rna.auto.chosen, "reference": _reference_kind(run.step)}
         (run.out / "environment.json").write_text(json.dumps({**environment(run.accelerator),
                                                               "resolved": resolved}, indent=1))
         run.metrics = _kept_metrics(run.out / "metrics.jsonl", run.start)
@@ -607,6 +631,10 @@ def _prefill(run: _Run) -> ReferenceCache:
     start = time.perf_counter()
     dataclasses.replace(run.step, cache=cache).prefill(f_batches, r_batches,
                                                        progress=t.progress and accelerator.is_local_main_process)
+    if run.step.in_place:
+        refused = not cache.complete
+        flag = torch.tensor([float(refused)], device=accelerator.device)
+        sharded.check_complete_cache(refused, float(accelerator.reduce(flag, reduction="sum")))
     held = cache.summary()
     log.info("reference pass: %d forget and %d retain sequences in %.1f s; cached %d values and %d layer "
              "outputs (layers %s, %.3f GiB of host memory)", sum(len(f) for f in forget), len(retain),

@@ -214,6 +214,7 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
     assert env_record["num_processes"] == 2
     kind = {"ddp": "MULTI_CPU", "fsdp": "FSDP"}[engine]
     assert env_record["distributed_type"] == f"DistributedType.{kind}"
+    assert env_record["resolved"]["reference"].startswith("shared")  # no copy of the model
     one = tmp_path / "one"
     train(*load_config(config(one, "one.yaml")))
     a = load_file(str(two / "trainable.safetensors"))
@@ -244,3 +245,18 @@ def test_grad_accumulation_matches_one_micro_batch(tmp_path: Path, assets: dict[
         results.append(load_file(str(tmp_path / f"a{accum}" / "trainable.safetensors")))
     for name in results[0]:
         torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_fsdp_refuses_an_incomplete_reference_cache(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """Under FSDP2 the reference shares the sharded model, so a sequence left out of the reference cache
+    (computed every step on one process only) would stall the others: the run stops with the fix."""
+    raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "out", steps=2, lr=1e-3,
+                             method={"name": "npo", "retain_loss": "kl"}, rna={"mode": "target", "noise": 0.05},
+                             reference_cache_gib=1e-9, tracker="none")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cmd, env = launch_two("fsdp", ["unlearn", "--config", str(path)])
+    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode != 0
+    assert "reference cache could not hold every sequence" in res.stderr
+    assert "train.reference_cache_gib" in res.stderr and not (tmp_path / "out" / DONE).exists()
