@@ -180,15 +180,15 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
     """2 CPU processes (DDP or FSDP2, gloo), SIGKILLed after a checkpoint and resumed on 2 processes,
     give the uninterrupted 1-process weights: same global batches (token means use the global counts
     for sequences of unequal length), the same RNA noise per sample (drawn from the sample's own
-    seed, not the process's), the reference shared with the model (no copy), and under FSDP2
-    checkpoints gathered from the shards and scattered back on resume.
+    seed, not the process's), the reference shared with the model (no copy), gradient clipping on the
+    whole gradient, and under FSDP2 checkpoints gathered from the shards and scattered back on resume.
     """
     steps = 40
 
     def config(out: Path, name: str) -> Path:
         raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=steps, lr=1e-3,
                                  method={"name": "npo", "retain_loss": "kl"}, rna={"mode": "target", "noise": 0.05},
-                                 checkpoint_every=4, log_every=1000, tracker="none")
+                                 checkpoint_every=4, log_every=1000, tracker="none", max_grad_norm=0.05)
         path = tmp_path / name
         path.write_text(yaml.safe_dump(raw))
         return path
@@ -223,6 +223,10 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
     rows = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    # The gradient norm (clipped at 0.05: every step here is above it) is that of the whole gradient.
+    ones = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    assert min(r["grad_norm"] for r in ones) > 0.05
+    assert [r["grad_norm"] for r in rows] == pytest.approx([r["grad_norm"] for r in ones], rel=1e-4)
 
 
 @pytest.mark.parametrize("steps", [2])
