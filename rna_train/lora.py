@@ -14,6 +14,7 @@ full matrices (``W + scale * B A``) under their original names (snapshots, the f
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +94,40 @@ def is_lora(model: nn.Module) -> bool:
     return getattr(model, "_rna_lora_config", None) is not None
 
 
+def source_names(model: nn.Module) -> list[str]:
+    """The tensors a merge reads: each adapted module's base weight, ``lora_A`` and ``lora_B``."""
+    return sorted(f"{name}.{part}" for name in _layers(model)
+                  for part in ("base_layer.weight", f"lora_A.{ADAPTER}.weight", f"lora_B.{ADAPTER}.weight"))
+
+
 @torch.no_grad()
-def merged_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{module.weight: W + scale * B A}`` on the CPU for every adapted module, the model untouched."""
+def merged_from(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{module.weight: W + scale * B A}`` on the CPU from whole tensors named as :func:`source_names`.
+
+    The tensors may come from another process (a state dict gathered from FSDP2 shards); ``model``
+    gives only the adapters' layout (scale, ``fan_in_fan_out``). The product is taken in float32
+    and cast to ``W``'s dtype, as peft does on the CPU.
+    """
     out = {}
     for name, layer in _layers(model).items():
-        base = layer.get_base_layer().weight
-        out[f"{name}.weight"] = (base + layer.get_delta_weight(ADAPTER).to(base.dtype)).detach().to("cpu").contiguous()
+        base = tensors[f"{name}.base_layer.weight"].detach().to("cpu")
+        a = tensors[f"{name}.lora_A.{ADAPTER}.weight"].detach().to("cpu", torch.float32)
+        b = tensors[f"{name}.lora_B.{ADAPTER}.weight"].detach().to("cpu", torch.float32)
+        delta = b @ a
+        if layer.fan_in_fan_out:
+            delta = delta.T
+        out[f"{name}.weight"] = (base + (delta * layer.scaling[ADAPTER]).to(base.dtype)).contiguous()
     return out
+
+
+def merged_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{module.weight: W + scale * B A}`` on the CPU for every adapted module, the model untouched.
+
+    Under FSDP2 the tensors are gathered from the shards: every process must call it.
+    """
+    from rna_train.checkpoint import trainable_state
+
+    return merged_from(model, trainable_state(model, source_names(model)))
 
 
 def merged_names(model: nn.Module) -> list[str]:
@@ -109,9 +136,16 @@ def merged_names(model: nn.Module) -> list[str]:
 
 
 def plain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict of the adapted model as the plain model's: adapters merged, peft's key names undone."""
+    """A state dict of the adapted model as the plain model's: adapters merged, peft's key names undone.
+
+    Tensors a merge needs and ``state`` lacks are read from ``model`` (one process or DDP; a state
+    gathered from FSDP2 shards holds them all).
+    """
+    from rna_train.checkpoint import trainable_state
+
     out = {key.replace(".base_layer.", "."): value for key, value in state.items() if ".lora_" not in key}
-    out.update(merged_weights(model))
+    missing = [n for n in source_names(model) if n not in state]
+    out.update(merged_from(model, {**state, **trainable_state(model, missing)}))
     return out
 
 
@@ -126,14 +160,19 @@ def unload(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def save_adapter(model: nn.Module, folder: Path, base_model: str | None) -> None:
-    """Write ``folder`` as a peft adapter (config + weights) of ``base_model``."""
+def save_adapter(model: nn.Module, folder: Path, base_model: str | None,
+                 state: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Write ``folder`` as a peft adapter (config + weights) of ``base_model``.
+
+    ``state``: the model's tensors by name when the live ones are shards (a gathered state dict).
+    """
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     config = model._rna_lora_config
     folder.mkdir(parents=True, exist_ok=True)
-    state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
+    state = get_peft_model_state_dict(model, state_dict=dict(state) if state is not None else None,
+                                      adapter_name=ADAPTER)
     # PeftModel keeps the wrapped model under base_model.model; its loader expects those keys.
     save_file({f"base_model.model.{k}": v.detach().to("cpu").contiguous() for k, v in state.items()},
               str(folder / ADAPTER_WEIGHTS))

@@ -307,11 +307,11 @@ def _check_distributed(cfg: config.RunConfig, accelerator: Any, resume: bool) ->
                        fix="make the global batch a multiple of num_processes * grad_accum")
     kind = accelerator.distributed_type
     if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        if cfg.model.lora.rank:
-            raise RNAError(f"LoRA is not supported under {kind} yet (merging sharded adapters)",
-                           where="model.lora.rank", fix="use DDP or one process with LoRA, or set model.lora.rank=0")
-        plugin = getattr(accelerator.state, "fsdp_plugin", None)
-        gathered = kind == DistributedType.FSDP and getattr(plugin, "fsdp_version", 1) == 2
+        gathered = _is_fsdp2(accelerator)
+        if cfg.model.lora.rank and not gathered:
+            raise RNAError(f"LoRA is not supported under {kind} (v1) (flattened sharded parameters)",
+                           where="model.lora.rank",
+                           fix="use FSDP2 (fsdp_version: 2), DDP or one process with LoRA, or set model.lora.rank=0")
         if (t.checkpoint_every or resume) and not gathered:
             raise RNAError(f"periodic checkpoints and --resume are not supported under {kind} (v1) yet "
                            "(flattened sharded parameters)", where="train.checkpoint_every",
@@ -479,7 +479,7 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         _finish(run.out, run.model, state, prep, cfg)
     accelerator.wait_for_everyone()
     trainable = prep.trainable
-    if lora.is_lora(run.model) and cfg.model.lora.save == "merged":
+    if lora.is_lora(run.model) and cfg.model.lora.save == "merged" and not sharded:
         trainable = lora.unload(run.model)  # the returned model is plain, like the saved one
     return TrainResult(model=run.model, reference=prep.reference, trainable=trainable, metrics=run.metrics,
                        output_dir=run.out, tokenizer=prep.tokenizer)
@@ -690,12 +690,12 @@ def _finish(out: Path, model: nn.Module, state: dict[str, torch.Tensor], prep: P
     log.info("finished: %s", out)
 
 
-def _save_adapter(out: Path, model: nn.Module, cfg: config.RunConfig) -> None:
+def _save_adapter(out: Path, model: nn.Module, cfg: config.RunConfig, state: dict[str, torch.Tensor]) -> None:
     """``adapter/``: the run's LoRA adapter in peft's format (loadable with ``rna eval OUT/adapter``)."""
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     base = cfg.model.name_or_path
-    lora.save_adapter(model, tmp, str(Path(base).resolve()) if base and Path(base).is_dir() else base)
+    lora.save_adapter(model, tmp, str(Path(base).resolve()) if base and Path(base).is_dir() else base, state)
     config.dump_yaml(cfg, tmp / "rna_config.yaml")
     shutil.rmtree(out / "adapter", ignore_errors=True)
     tmp.rename(out / "adapter")
@@ -720,7 +720,7 @@ def _save_final(out: Path, model: nn.Module, state: dict[str, torch.Tensor], pre
     if not cfg.train.save_model:
         return
     if adapter:
-        _save_adapter(out, model, cfg)
+        _save_adapter(out, model, cfg, state)
         return
     tmp = out / ".model.tmp"
     if tmp.exists():

@@ -167,3 +167,30 @@ def test_lora_on_a_norm_is_refused(corpora: dict[str, Path], models: dict, tmp_p
         train(cfg, options, model_and_tokenizer=(copy.deepcopy(base), tok))
     assert info.value.where == "model.trainable.patterns"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("arch", "pattern"), [("llama", "model.layers.{}.mlp.down_proj.weight"),
+                                               ("gpt2", "transformer.h.{}.mlp.c_proj.weight")])
+@pytest.mark.parametrize("rslora", [False, True])
+def test_merge_from_tensors_equals_peft(models: dict, arch: str, pattern: str, rslora: bool) -> None:
+    """The merge from tensors by name (what a state gathered from FSDP2 shards gives) equals peft's own
+    ``W + get_delta_weight`` for Linear and GPT-2 Conv1D (fan_in_fan_out) layers, rsLoRA scaling too."""
+    from rna_train import lora
+
+    model = copy.deepcopy(models[arch][0])
+    lora.inject(model, [pattern.format(i) for i in (0, 2)], rank=3, alpha=5.0, dropout=0.0, seed=0)
+    if rslora:
+        for layer in lora._layers(model).values():
+            layer.scaling[lora.ADAPTER] = 5.0 / math.sqrt(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    want = {f"{name}.weight": layer.get_base_layer().weight + layer.get_delta_weight(lora.ADAPTER)
+            for name, layer in lora._layers(model).items()}
+    params = dict(model.named_parameters())
+    got = lora.merged_from(model, {n: params[n].detach().clone() for n in lora.source_names(model)})
+    assert sorted(got) == sorted(want) == lora.merged_names(model)
+    for name, value in want.items():
+        assert float((value - lora._layers(model)[name[:-len(".weight")]].get_base_layer().weight).abs().max()) > 1e-3
+        torch.testing.assert_close(got[name], value.detach(), rtol=1e-6, atol=1e-6)

@@ -264,3 +264,41 @@ def test_fsdp_refuses_an_incomplete_reference_cache(tmp_path: Path, assets: dict
     assert res.returncode != 0
     assert "reference cache could not hold every sequence" in res.stderr
     assert "train.reference_cache_gib" in res.stderr and not (tmp_path / "out" / DONE).exists()
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+@pytest.mark.parametrize("save", ["merged", "adapter"])
+def test_two_process_lora_matches_one(tmp_path: Path, assets: dict[str, Path], engine: str, save: str) -> None:
+    """LoRA on 2 processes (DDP, or FSDP2 with the adapters sharded) gives the 1-process run's merged
+    weights (``trainable.safetensors``), and its saved model or adapter folder reloads with the same
+    values: the merge reads the tensors gathered from the shards."""
+    def config(out: Path, name: str) -> Path:
+        raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=6, lr=1e-2,
+                                 method={"name": "npo", "retain_loss": "kl"}, rna={"mode": "target", "noise": 0.05},
+                                 save_model=True, log_every=1000, tracker="none", snapshot_steps=[3])
+        raw["model"]["lora"] = {"rank": 4, "save": save}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    cmd, env = launch_two(engine, ["unlearn", "--config", str(config(two, "two.yaml"))])
+    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    train(*load_config(config(one, "one.yaml")))
+    for path in ("trainable.safetensors", "snapshots/step-0000003.safetensors"):
+        a, b = load_file(str(two / path)), load_file(str(one / path))
+        assert sorted(a) == sorted(b) and a
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    final = load_file(str(one / "trainable.safetensors"))  # the adapters did train (lora_B starts at 0)
+    middle = load_file(str(one / "snapshots/step-0000003.safetensors"))
+    moved = ([final[n] for n in final if ".lora_B." in n] if save == "adapter"
+             else [final[n] - middle[n] for n in final])
+    assert max(float(t.abs().max()) for t in moved) > 1e-4
+    folder = "adapter" if save == "adapter" else "model"
+    a = load_file(str(next((two / folder).glob("*.safetensors"))))
+    b = load_file(str(next((one / folder).glob("*.safetensors"))))
+    assert sorted(a) == sorted(b)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
