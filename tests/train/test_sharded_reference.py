@@ -43,7 +43,7 @@ def _worker(rank: int, world: int, port: int, reshard: bool, folder: str) -> Non
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    trainable = ["0.weight", "4.weight"]
+    trainable = ["0.weight", "2.weight", "4.weight"]  # 2.weight: 5 rows, cut 3 + 2
     original = _plain()
     updated = copy.deepcopy(original)
     with torch.no_grad():
