@@ -1,11 +1,14 @@
 """Grids of unlearning runs: ``key=v1,v2,...`` overrides x seeds, resumable, summarised with intervals.
 
-A sweep folder holds ``sweep.json`` (the grid, fixed at the first invocation), one run folder per
-grid point under ``runs/`` (``key=value,key=value``), ``summary.json``, ``summary.md`` and
-``summary.png``. Every point's config is loaded and validated before the first run starts; a run
-with ``DONE`` is skipped, a started one is resumed from its last checkpoint, so an interrupted
-sweep continues where it stopped. A run that fails with a known error is recorded in the summary
-and the sweep goes on. Metrics are the mean of each run's last ``last`` rows of ``metrics.jsonl``;
+A sweep folder holds ``sweep.json`` (the config, fixed overrides and run-folder template, fixed at
+the first invocation, and every axis value given so far), one run folder per grid point (by default
+``runs/key=value,key=value``; ``run_folder`` names them otherwise, e.g. ``seed-{seed}``),
+``summary.json``, ``summary.md`` and ``summary.png``. Every point's config is loaded and validated
+before the first run starts; a run with ``DONE`` is skipped, a started one is resumed from its
+last checkpoint, so an interrupted sweep continues where it stopped. A rerun may add values to the
+axes (more seeds; or another process training other values of the same sweep); the summary covers
+every value given so far. A run that fails with a known error is recorded in the summary and the
+sweep goes on. Metrics are the mean of each run's last ``last`` rows of ``metrics.jsonl``;
 the summary averages over the ``over`` axis (``seed``) with a Student-t 95 % interval.
 """
 
@@ -16,6 +19,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +30,11 @@ import yaml
 from rna_theory.errors import RNAError
 
 log = logging.getLogger(__name__)
+
+RUN_FOLDER = "runs/{name}"
+"""The default run-folder template (:func:`point_folder`)."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.=,+-]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,52 +101,108 @@ def parse_grid(items: Sequence[str]) -> Grid:
 
 
 def run_name(point: dict[str, str]) -> str:
-    """The folder name of a grid point (``key=value`` pairs; path-unsafe characters replaced)."""
-    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", ",".join(f"{k}={v}" for k, v in point.items()))
+    """The name of a grid point (``key=value`` pairs; path-unsafe characters replaced)."""
+    return _UNSAFE.sub("_", ",".join(f"{k}={v}" for k, v in point.items()))
 
 
-def _overrides(grid: Grid, point: dict[str, str], out: Path) -> list[str]:
-    return [*grid.fixed, *(f"{k}={v}" for k, v in point.items()), f"output_dir={out / 'runs' / run_name(point)}"]
+def point_folder(point: dict[str, str], template: str = RUN_FOLDER) -> str:
+    """A point's run folder inside the sweep folder: ``template`` with ``{name}`` replaced by
+    :func:`run_name` and ``{key}`` by the point's value of axis ``key`` (path-unsafe characters
+    replaced), e.g. ``seed-{seed}`` gives ``seed-0``."""
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key == "name":
+            return run_name(point)
+        if key not in point:
+            raise RNAError(f"run_folder {template!r} names {{{key}}}, which is not a swept key ({', '.join(point)})",
+                           where="run_folder", fix="use {name} or {KEY} for swept keys")
+        return _UNSAFE.sub("_", point[key])
+
+    return re.sub(r"\{([^{}]*)\}", fill, template)
 
 
-def _fix_grid(out: Path, config: str, grid: Grid) -> None:
-    """Write ``sweep.json`` on the first call; refuse a later call with another grid or config."""
-    record = {"config": str(config), "axes": grid.axes, "fixed": grid.fixed}
+def _folders(grid: Grid, template: str) -> list[str]:
+    """Every point's run folder; refuses a template that gives two points one folder."""
+    folders: dict[str, str] = {}
+    for point in grid.points():
+        folder = point_folder(point, template)
+        if folder in folders:
+            raise RNAError(f"run_folder {template!r} gives {folders[folder]} and {run_name(point)} the same folder "
+                           f"{folder!r}", where="run_folder", fix="name every swept key in it, or use {name}")
+        folders[folder] = run_name(point)
+    return list(folders)
+
+
+def _overrides(grid: Grid, point: dict[str, str], folder: Path) -> list[str]:
+    # output_dir as a JSON string (valid YAML): a path is never read as a number, list or mapping
+    return [*grid.fixed, *(f"{k}={v}" for k, v in point.items()), f"output_dir={json.dumps(str(folder))}"]
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically (processes training other points of one sweep write the same files)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _read_record(out: Path) -> dict[str, Any]:
+    """``sweep.json`` (sweeps begun before ``run_folder`` existed used the default)."""
+    return {"run_folder": RUN_FOLDER, **json.loads((out / "sweep.json").read_text())}
+
+
+def _fix_grid(out: Path, config: str, grid: Grid, template: str) -> None:
+    """Record the sweep in ``sweep.json``, adding new axis values to a recorded grid; refuse another
+    config, other fixed overrides, other swept keys or another run-folder template."""
+    record = {"config": str(config), "axes": grid.axes, "fixed": grid.fixed, "run_folder": template}
     path = out / "sweep.json"
     if path.exists():
-        old = json.loads(path.read_text())
-        if old != record:
-            raise RNAError(f"this folder holds a sweep of another grid ({old})", where=str(path),
-                           fix="rerun with the same config and grid to resume it, or choose another --out")
-        return
+        old = _read_record(out)
+        if {**old, "axes": list(old["axes"])} != {**record, "axes": list(grid.axes)}:
+            raise RNAError(f"this folder holds a sweep of another config or grid ({old})", where=str(path),
+                           fix="rerun with the same config, fixed overrides and swept keys (values may be added) "
+                               "to resume it, or choose another --out")
+        record["axes"] = {k: [*v, *(x for x in grid.axes[k] if x not in v)] for k, v in old["axes"].items()}
+        if record == old:
+            return
+        _folders(Grid(record["axes"], grid.fixed), template)  # old and new points must not share a folder
+        log.info("sweep: %s extended to %s", path, record["axes"])
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    _write(path, json.dumps(record, indent=1))
 
 
-def run_sweep(config: str | Path, items: Sequence[str], out: str | Path, *, metrics: Sequence[str] = ("loss",),
-              over: str = "seed", last: int = 1,
+def run_sweep(config: str | Path, items: Sequence[str] | Grid, out: str | Path, *,
+              metrics: Sequence[str] = ("loss",), over: str = "seed", last: int = 1, run_folder: str = RUN_FOLDER,
               train_fn: Callable[..., Any] | None = None) -> dict[str, Any]:
-    """Train every grid point not finished yet, then write and return the summary (:func:`summarize`)."""
+    """Train every grid point not finished yet, then write and return the summary (:func:`summarize`).
+
+    ``items``: ``key=v1,v2`` / ``key=value`` strings (:func:`parse_grid`), or a :class:`Grid`
+    (whose axes may hold a single value). ``run_folder``: the template of each point's folder inside
+    ``out`` (:func:`point_folder`; fixed at the first invocation). ``train_fn``: called as
+    ``train_fn(cfg, options, resume=...)`` per point (default :func:`rna_train.trainer.train`).
+    """
     from rna_train.config import load_config
     from rna_train.trainer import DONE, train
 
     train_fn = train_fn or train
     out = Path(out)
-    grid = parse_grid(items)
-    loaded = [(p, load_config(config, _overrides(grid, p, out))) for p in grid.points()]  # all checked first
-    _fix_grid(out, str(config), grid)
+    grid = items if isinstance(items, Grid) else parse_grid(items)
+    folders = _folders(grid, run_folder)
+    loaded = [(p, load_config(config, _overrides(grid, p, out / f)))  # all checked first
+              for p, f in zip(grid.points(), folders, strict=True)]
+    _fix_grid(out, str(config), grid, run_folder)
     failures: dict[str, str] = {}
     for i, (point, (cfg, options)) in enumerate(loaded, 1):
         folder = Path(cfg.output_dir)
         if (folder / DONE).exists():
-            log.info("sweep %d/%d %s: done, skipped", i, len(loaded), folder.name)
+            log.info("sweep %d/%d %s: done, skipped", i, len(loaded), run_name(point))
             continue
         started = folder.exists() and any(folder.iterdir())
-        log.info("sweep %d/%d %s%s", i, len(loaded), folder.name, " (resuming)" if started else "")
+        log.info("sweep %d/%d %s%s", i, len(loaded), run_name(point), " (resuming)" if started else "")
         try:
             train_fn(cfg, options, resume=started)
         except RNAError as exc:
-            log.error("sweep: %s failed: %s", folder.name, exc)
+            log.error("sweep: %s failed: %s", run_name(point), exc)
             failures[run_name(point)] = str(exc)
     return summarize(out, metrics=metrics, over=over, last=last, failures=failures)
 
@@ -177,11 +242,11 @@ def summarize(out: str | Path, *, metrics: Sequence[str] = ("loss",), over: str 
               failures: dict[str, str] | None = None) -> dict[str, Any]:
     """Collect the finished runs of a sweep folder; write ``summary.json``/``.md``/``.png``; return the summary."""
     out = Path(out)
-    record = json.loads((out / "sweep.json").read_text())
+    record = _read_record(out)
     grid = Grid(record["axes"], record["fixed"])
     runs, groups = [], {}
     for point in grid.points():
-        values = _run_metrics(out / "runs" / run_name(point), metrics, last)
+        values = _run_metrics(out / point_folder(point, record["run_folder"]), metrics, last)
         status = "failed" if run_name(point) in (failures or {}) else "done" if values is not None else "missing"
         runs.append({"point": point, "status": status, "metrics": values})
         if values is not None:
@@ -191,8 +256,8 @@ def summarize(out: str | Path, *, metrics: Sequence[str] = ("loss",), over: str 
                "runs": runs, "failures": failures or {},
                "groups": [{"point": dict(key), **{m: _interval([v[m] for v in vals]) for m in metrics}}
                           for key, vals in groups.items()]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(_table(summary, metrics))
+    _write(out / "summary.json", json.dumps(summary, indent=1))
+    _write(out / "summary.md", _table(summary, metrics))
     if summary["groups"]:
         _plot(summary, metrics, out / "summary.png")
     return summary
@@ -257,5 +322,7 @@ def _plot(summary: dict[str, Any], metrics: Sequence[str], path: Path) -> None:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"95 % interval over {summary['over']}" if summary["over"] else "one run per point", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
+    tmp.replace(path)

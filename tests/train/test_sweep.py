@@ -90,8 +90,10 @@ def test_interrupted_sweep_resumes_and_summarises(config: Path, tmp_path: Path) 
     width = 2 * stats.t.ppf(0.975, 1) * sd / math.sqrt(2)
     assert group["retain"]["high"] - group["retain"]["low"] == pytest.approx(width)
     assert (out / "summary.png").stat().st_size > 0 and "| rna.noise.nu |" in (out / "summary.md").read_text()
-    with pytest.raises(RNAError, match="another grid"):
-        sweep.run_sweep(config, ["rna.noise.nu=0.0,0.2", "seed=0,1"], out)
+    with pytest.raises(RNAError, match="another config or grid"):
+        sweep.run_sweep(config, ["rna.noise.nu=0.0,0.1", "seed=0,1", "train.lr=0.5"], out)
+    with pytest.raises(RNAError, match="another config or grid"):
+        sweep.run_sweep(config, ["rna.noise.nu=0.0,0.1", "train.lr=0.5,0.6"], out)
 
 
 def test_every_point_is_checked_before_the_first_run(config: Path, tmp_path: Path) -> None:
@@ -109,3 +111,49 @@ def test_cli_runs_and_summarises(config: Path, tmp_path: Path, capsys: pytest.Ca
     assert "| forget |" in capsys.readouterr().out
     assert main(["sweep", "--summary-only", "--out", str(out), "--metric", "nosuch"]) == 2
     assert "metric 'nosuch' is not in" in capsys.readouterr().err
+
+
+def test_run_folder_template_and_values_added_on_rerun(config: Path, tmp_path: Path) -> None:
+    """``run_folder="seed-{seed}"`` puts the runs at OUT/seed-N (a :class:`Grid` may hold one value per
+    axis); a rerun with other seeds trains only those and the record and summary keep every seed;
+    the summary alone (``rna sweep --summary-only``) finds the runs there too."""
+    out = tmp_path / "variant"
+    calls: list[str] = []
+
+    def counted(cfg, options, resume=False):
+        calls.append(Path(cfg.output_dir).name)
+        return train(cfg, options, resume=resume)
+
+    def run(items):
+        return sweep.run_sweep(config, items, out, metrics=["forget"], run_folder="seed-{seed}", train_fn=counted)
+
+    assert run(sweep.Grid({"seed": ["1"]}, []))["runs"][0]["status"] == "done"
+    assert calls == ["seed-1"] and (out / "seed-1" / "DONE").is_file() and not (out / "runs").exists()
+    summary = run(sweep.Grid({"seed": ["0"]}, []))
+    assert calls == ["seed-1", "seed-0"]
+    assert json.loads((out / "sweep.json").read_text())["axes"] == {"seed": ["1", "0"]}
+    assert [(r["point"], r["status"]) for r in summary["runs"]] == [({"seed": "1"}, "done"), ({"seed": "0"}, "done")]
+    assert summary["groups"][0]["forget"]["n"] == 2
+    assert run(["seed=0,1"])["groups"] == summary["groups"] and calls == ["seed-1", "seed-0"]  # both done
+    assert sweep.summarize(out, metrics=["forget"])["groups"] == summary["groups"]
+    with pytest.raises(RNAError, match="another config or grid"):
+        sweep.run_sweep(config, ["seed=0,1"], out, metrics=["forget"], train_fn=counted)  # another run_folder
+
+
+def test_run_folders_are_checked_before_any_run(config: Path, tmp_path: Path) -> None:
+    """Unknown placeholders, and templates giving two points (also of an earlier invocation) one folder, are refused."""
+    point = {"rna.noise": "{nu: 1}", "seed": "0"}
+    assert sweep.point_folder(point, "x/{rna.noise}-{seed}") == "x/_nu__1_-0"
+    assert sweep.point_folder(point) == "runs/rna.noise=_nu__1_,seed=0"
+    with pytest.raises(RNAError, match="not a swept key"):
+        sweep.point_folder(point, "{nosuch}")
+    out = tmp_path / "s"
+    with pytest.raises(RNAError, match="the same folder"):
+        sweep.run_sweep(config, ["rna.noise.nu=0.0,0.1", "seed=0,1"], out, run_folder="seed-{seed}")
+    assert not out.exists()
+    skip = lambda cfg, options, resume=False: None  # noqa: E731 (no training needed)
+    sweep.run_sweep(config, sweep.Grid({"rna.noise.nu": ["0.0"], "seed": ["0"]}, []), out, run_folder="seed-{seed}",
+                    train_fn=skip)
+    with pytest.raises(RNAError, match="the same folder"):
+        sweep.run_sweep(config, sweep.Grid({"rna.noise.nu": ["0.1"], "seed": ["0"]}, []), out,
+                        run_folder="seed-{seed}", train_fn=skip)
