@@ -1,9 +1,15 @@
 """The SmolLM2-135M keyword-fragility study (plan: experiments/smollm2/study.yaml; docs/results.md).
 
-Needs `rna assets fetch smollm2 wikipedia`. Resumable: finished trainings and evaluations are
-skipped. Two processes can share the job list (`--shard 0/2` and `--shard 1/2`, one torch thread
-each); the base model is evaluated first by every shard that finds it missing... so start shard 0
-alone until `runs/study/base/eval.json` exists.
+Needs `rna assets fetch smollm2 wikipedia`. Each variant's trainings are a sweep (`rna sweep`'s
+machinery, rna_train.sweep) of its trainer config over its seeds: runs in `<out>/<variant>/seed-<N>/`
+(snapshots, then `eval-step-<step>.json` per evaluation step), and beside them `config.yaml` (the
+variant's trainer config, seed set per run), `sweep.json` and `summary.md` / `.json` / `.png` (the
+loss terms, mean of each run's last 10 steps, with a Student-t 95 % interval over seeds).
+Resumable: finished trainings and evaluations are skipped, a started training resumes from its last
+checkpoint; adding seeds (variants.NAME.seeds=[0,1,2]) adds them to the variant's sweep. Two
+processes can share the job list (`--shard 0/2` and `--shard 1/2`, one torch thread each: each
+trains and evaluates its own (variant, seed) jobs); the base model is evaluated first by every shard
+that finds it missing... so start shard 0 alone until `runs/study/base/eval.json` exists.
 
     python experiments/smollm2/study.py run                      # every variant and seed
     python experiments/smollm2/study.py run --only rmu --seeds 0 # one variant, one seed

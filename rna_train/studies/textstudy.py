@@ -14,8 +14,12 @@ before any run (``keywords/``).
 
 A run trains with the real trainer, keeping a snapshot of the trained tensors at every evaluation step, so one training
 run gives a whole curve of unlearning strength; each snapshot's trainable tensors are swapped
-into one loaded base model for evaluation (:meth:`Evaluator.run`). Everything is resumable: a
-finished training run (``DONE``) or evaluation (``eval-step-N.json``) is never redone.
+into one loaded base model for evaluation (:meth:`Evaluator.run`). A variant's trainings are a
+sweep (:func:`rna_train.sweep.run_sweep`) of its trainer config (``<out>/<variant>/config.yaml``)
+over its seeds (:func:`train_variant`): runs in ``<out>/<variant>/seed-<N>/``, the sweep's record
+and summary of the training losses over seeds (``sweep.json``, ``summary.{json,md,png}``) beside
+them. Everything is resumable: a finished training run (``DONE``) or evaluation
+(``eval-step-N.json``) is never redone, a started training resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from rna_theory.errors import RNAError
 from rna_train.eval.fragility import Cells, TextSpec, head_margins, save_latent_groups
 
 log = logging.getLogger(__name__)
+
+RUN_FOLDER = "seed-{seed}"
+"""A run's folder inside ``<out>/<variant>/`` (a :func:`rna_train.sweep.point_folder` template)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +257,11 @@ def model_path(plan: StudyPlan, cache_dir: str | Path | None = None) -> Path:
 
 def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyData) -> dict[str, Any]:
     """The trainer config of one run of variant ``name``, checkpointing at each evaluation step."""
+    return {"seed": seed, **variant_config(plan, name, model, data)}
+
+
+def variant_config(plan: StudyPlan, name: str, model: Path, data: StudyData) -> dict[str, Any]:
+    """The trainer config of variant ``name`` without its seed (:func:`run_config`)."""
     variant = plan.variant(name)
     method = plan.method(variant.method)
     steps = max(method.eval_steps)
@@ -260,8 +272,7 @@ def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyDa
             rna["layer"] = variant.rna_layer
     train = {"batch_size": 4, "max_length": 64, "min_length": 16, **plan.train}
     return {
-        "seed": seed, "model": {"name_or_path": str(model), "dtype": "fp32",
-                                "trainable": {"patterns": method.trainable}},
+        "model": {"name_or_path": str(model), "dtype": "fp32", "trainable": {"patterns": method.trainable}},
         "data": {"forget": [{"name": "bio", "path": str(data.split("forget_train"))}],
                  "retain": {"name": "wikipedia", "path": str(data.split("retain_train"))},
                  "max_length": method.max_length or train["max_length"], "min_length": train["min_length"]},
@@ -271,6 +282,46 @@ def run_config(plan: StudyPlan, name: str, seed: int, model: Path, data: StudyDa
                   "keep_checkpoints": 1, "log_every": max(1, steps // 8),
                   "save_model": False, "progress": False},
     }
+
+
+def _train_timed(cfg: Any, options: Any, resume: bool = False) -> None:
+    """Train one run (:func:`rna_train.trainer.train`) and write its wall time to ``train_seconds.json``."""
+    from rna_train.trainer import train
+
+    t0 = time.perf_counter()
+    train(cfg, options, resume=resume)
+    seconds = round(time.perf_counter() - t0, 1)
+    (Path(cfg.output_dir) / "train_seconds.json").write_text(json.dumps({"seconds": seconds}))
+
+
+def train_variant(plan: StudyPlan, name: str, model: Path, data: StudyData, seeds: Sequence[int]) -> dict[str, Any]:
+    """Train (or resume) variant ``name``'s runs with ``seeds`` as a sweep.
+
+    The variant's trainer config (:func:`variant_config`) is written to ``<out>/<name>/config.yaml``
+    and swept over the seeds (:func:`rna_train.sweep.run_sweep`, ``run_folder`` :data:`RUN_FOLDER`):
+    finished runs are skipped, started ones resumed; seeds given in earlier calls (e.g. by another
+    process running other seeds) stay in the sweep. Its summary, the mean of each run's last 10
+    steps of the loss terms with a Student-t interval over seeds, is written to
+    ``<out>/<name>/summary.{json,md,png}`` and returned. A failed training raises.
+    """
+    from rna_train.config import load_config
+    from rna_train.methods import get_method
+    from rna_train.sweep import Grid, run_sweep
+
+    folder = Path(plan.out) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "config.yaml"
+    tmp = config.with_suffix(f".{os.getpid()}.tmp")  # replaced atomically: other processes may read it
+    tmp.write_text(yaml.safe_dump(variant_config(plan, name, model, data), sort_keys=False))
+    tmp.replace(config)
+    cfg, options = load_config(config)
+    metrics = ["loss", "forget", *(["retain"] if get_method(cfg.method["name"]).uses_retain(options) else [])]
+    summary = run_sweep(config, Grid({"seed": [str(s) for s in seeds]}, []), folder, metrics=metrics, last=10,
+                        run_folder=RUN_FOLDER, train_fn=_train_timed)
+    if summary["failures"]:
+        raise RNAError(f"training failed: {summary['failures']}", where=str(folder),
+                       fix="see the error logged above; a rerun resumes the variant")
+    return summary
 
 
 def jobs(plan: StudyPlan, only: Sequence[str] = (), seeds: Sequence[int] | None = None) -> list[tuple[str, int]]:
@@ -311,15 +362,14 @@ class Evaluator:
         return evaluate_model(self.model, self.tokenizer, self.data, self.spec, path, label="base")
 
     def run(self, name: str, seed: int) -> list[dict[str, Any]]:
-        """Train variant ``name`` with ``seed`` (unless done) and evaluate its snapshot at each of eval_steps."""
+        """Train variant ``name`` with ``seed`` (unless done; :func:`train_variant`) and evaluate its snapshot at each
+        of eval_steps."""
         from rna_train.checkpoint import snapshot_path
 
         self.base()  # the paired excess needs the base model's cells
         baseline = Cells.load(self.out / "base" / "eval.cells.npz")
-        run_dir = self.out / name / f"seed-{seed}"
-        t0 = time.perf_counter()
-        if train_run(run_config(self.plan, name, seed, self.model_dir, self.data), run_dir):
-            (run_dir / "train_seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1)}))
+        run_dir = self.out / name / RUN_FOLDER.format(seed=seed)
+        train_variant(self.plan, name, self.model_dir, self.data, [seed])
         rows = []
         for step in self.plan.method(self.plan.variant(name).method).eval_steps:
             path = run_dir / f"eval-step-{step}.json"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from eval_helpers import PROBE
+from eval_helpers import PROBE, WIKI_OTHER, WIKI_TOPIC, wiki_docs
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +97,16 @@ def probe_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("probe") / "probe.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in PROBE), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def fake_cache(tmp_path, llama_dir, monkeypatch):
+    """An asset cache holding a tiny Llama as "smollm2" and synthetic forget/retain text as "wikipedia"."""
+    root = tmp_path / "cache"
+    shutil.copytree(llama_dir, root / "assets" / "smollm2-135m-instruct")
+    wiki = root / "assets" / "wikipedia"
+    wiki.mkdir(parents=True)
+    for name, docs in (("forget", wiki_docs(WIKI_TOPIC, 60, 1)), ("retain", wiki_docs(WIKI_OTHER, 120, 2))):
+        (wiki / f"{name}.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    monkeypatch.setenv("RNA_CACHE_DIR", str(root))
+    return root

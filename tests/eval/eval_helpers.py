@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import random
 import shutil
 
 from rna_theory.errors import RNAError
@@ -60,3 +61,16 @@ def rna(*argv: str) -> int:
 
 
 __all__ = ["CHROMIUM", "FLAGS", "PROBE", "RNAError", "rna"]
+
+
+#: Words of the synthetic "Wikipedia" (:func:`wiki_docs`): the forget side's topic, the retain side's, filler.
+WIKI_TOPIC = [f"bioword{c}{d}" for c in "abcdefgh" for d in "xyzw"][:36]
+WIKI_OTHER = [f"civic{c}{d}" for c in "abcdefghij" for d in "xyzw"][:40]
+WIKI_FILLER = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by", "at", "from"]
+
+
+def wiki_docs(words: list[str], n: int, seed: int) -> list[str]:
+    """``n`` 110-word documents: half filler words, half ``words``."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WIKI_FILLER) if rng.random() < 0.5 else rng.choice(words) for _ in range(110))
+            for _ in range(n)]

@@ -5,33 +5,8 @@ the table with effects and excess intervals, the figure and the HTML report."""
 from __future__ import annotations
 
 import json
-import random
-import shutil
 
-import pytest
-
-TOPIC = [f"bioword{c}{d}" for c in "abcdefgh" for d in "xyzw"][:36]
-OTHER = [f"civic{c}{d}" for c in "abcdefghij" for d in "xyzw"][:40]
-FILLER = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by", "at", "from"]
-
-
-def _docs(words: list[str], n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(FILLER) if rng.random() < 0.5 else rng.choice(words) for _ in range(110))
-            for _ in range(n)]
-
-
-@pytest.fixture
-def fake_cache(tmp_path, llama_dir, monkeypatch):
-    """An asset cache holding a tiny Llama as "smollm2" and synthetic forget/retain text as "wikipedia"."""
-    root = tmp_path / "cache"
-    shutil.copytree(llama_dir, root / "assets" / "smollm2-135m-instruct")
-    wiki = root / "assets" / "wikipedia"
-    wiki.mkdir(parents=True)
-    for name, docs in (("forget", _docs(TOPIC, 60, 1)), ("retain", _docs(OTHER, 120, 2))):
-        (wiki / f"{name}.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    monkeypatch.setenv("RNA_CACHE_DIR", str(root))
-    return root
+from eval_helpers import WIKI_TOPIC
 
 
 def test_quickstart_prints_effects_and_excess_with_intervals(fake_cache, tmp_path):
@@ -56,7 +31,7 @@ def test_quickstart_prints_effects_and_excess_with_intervals(fake_cache, tmp_pat
     page = (folder / "report.html").read_text()
     assert "<table>" in page and "data:image/png;base64," in page
     mined = (out / "data" / "keywords" / "forget.txt").read_text().split()
-    assert len(mined) == 30 and set(mined) <= set(TOPIC)
+    assert len(mined) == 30 and set(mined) <= set(WIKI_TOPIC)
 
 
 def test_quickstart_command_miniature_flag_is_separate(fake_cache):

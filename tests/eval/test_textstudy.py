@@ -122,3 +122,100 @@ def test_override_keys_may_name_a_variant_with_dots(tmp_path):
         "variants": {"npo-robust-0.8": {"method": "npo", "rna": "target", "nu": 0.8, "scale": "robust"}}}))
     plan = load_plan(plan_file, ["variants.npo-robust-0.8.seeds=[0,1]"])
     assert plan.variant("npo-robust-0.8").seeds == [0, 1]
+
+
+
+def _study_module():
+    """``experiments/smollm2/study.py`` as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "smollm2" / "study.py"
+    spec = importlib.util.spec_from_file_location("smollm2_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_trains_through_the_sweep_in_shards_and_skips_finished_work(fake_cache, tmp_path, monkeypatch):
+    """``study.py run --shard i/2``: each shard trains its (variant, seed) jobs as points of the variant's
+    sweep, in ``<out>/<variant>/seed-<N>/`` (snapshots, evaluations), with the variant's config.yaml,
+    sweep.json and training summary over seeds beside them; an interrupted training resumes; a rerun
+    trains and evaluates nothing; a study run's snapshot equals the trainer's on the run config."""
+    import torch
+    import yaml
+    from safetensors.torch import load_file
+
+    from rna_train import trainer
+    from rna_train.checkpoint import snapshot_path
+    from rna_train.config import load_config
+    from rna_train.studies import textstudy
+
+    out = tmp_path / "study"
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump({
+        "out": str(out), "model": "smollm2",
+        "eval": {"n_chunks": 6, "keywords_per_chunk": 3, "suffix_tokens": 4, "head_tokens": 2, "layer": 1,
+                 "n_boot": 200},
+        "methods": {"rmu": {"method": {"name": "rmu", "layer": 1, "steering_coef": 20.0}, "eval_steps": [2, 4]}},
+        "variants": {"a": {"method": "rmu", "seeds": [0, 1]}, "b": {"method": "rmu", "rna": "target", "nu": 0.1}}}))
+    study = _study_module()
+    trained: list[tuple[str, bool]] = []
+    evaluated: list[str] = []
+    train, evaluate, save = trainer.train, textstudy.evaluate_model, trainer._save_periodic
+
+    def counted_train(cfg, options, resume=False):
+        trained.append((str(Path(cfg.output_dir).relative_to(out)), resume))
+        return train(cfg, options, resume=resume)
+
+    def counted_evaluate(*args, **kwargs):
+        evaluated.append(str(args[4].relative_to(out)))
+        return evaluate(*args, **kwargs)
+
+    def stop_after_first_checkpoint(run, step):
+        save(run, step)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", counted_train)
+    monkeypatch.setattr(textstudy, "evaluate_model", counted_evaluate)
+
+    def run(shard: str) -> None:
+        monkeypatch.setattr("sys.argv", ["study.py", "run", "--plan", str(plan_file), "--shard", shard])
+        assert study.main() == 0
+
+    run("0/2")  # jobs (a, 0), (a, 1), (b, 0): shard 0 runs the first and the third
+    runs = ["a/seed-0/eval-step-2.json", "a/seed-0/eval-step-4.json", "b/seed-0/eval-step-2.json",
+            "b/seed-0/eval-step-4.json"]
+    assert trained == [("a/seed-0", False), ("b/seed-0", False)] and evaluated == ["base/eval.json", *runs]
+    monkeypatch.setattr(trainer, "_save_periodic", stop_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run("1/2")
+    monkeypatch.setattr(trainer, "_save_periodic", save)
+    run("1/2")
+    assert trained[2:] == [("a/seed-1", False), ("a/seed-1", True)]
+    assert evaluated[5:] == ["a/seed-1/eval-step-2.json", "a/seed-1/eval-step-4.json"]
+    run("0/2")
+    run("1/2")
+    assert len(trained) == 4 and len(evaluated) == 7  # nothing redone
+
+    variant = out / "a"
+    assert sorted(p.name for p in variant.iterdir()) == ["config.yaml", "seed-0", "seed-1", "summary.json",
+                                                         "summary.md", "summary.png", "sweep.json"]
+    assert "seed" not in yaml.safe_load((variant / "config.yaml").read_text())
+    record = json.loads((variant / "sweep.json").read_text())
+    assert record["axes"] == {"seed": ["0", "1"]} and record["run_folder"] == "seed-{seed}"
+    summary = json.loads((variant / "summary.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["done", "done"]
+    assert summary["groups"][0]["retain"]["n"] == 2 and summary["last"] == 10
+    assert "| loss | forget | retain |" in (variant / "summary.md").read_text()
+    for seed in (0, 1):
+        run_dir = variant / f"seed-{seed}"
+        assert (run_dir / "DONE").is_file() and (run_dir / "train_seconds.json").is_file()
+        assert snapshot_path(run_dir / "snapshots", 4).is_file() and (run_dir / "eval-step-4.cells.npz").is_file()
+
+    plan = textstudy.load_plan(plan_file)
+    direct = textstudy.run_config(plan, "a", 0, textstudy.model_path(plan), textstudy.StudyData(out / "data"))
+    train(*load_config({**direct, "output_dir": str(tmp_path / "direct")}))
+    for step in (2, 4):
+        got = load_file(str(snapshot_path(variant / "seed-0" / "snapshots", step)))
+        want = load_file(str(snapshot_path(tmp_path / "direct" / "snapshots", step)))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
