@@ -291,38 +291,61 @@ def _number(text: str) -> float | None:
 
 
 def _plot(summary: dict[str, Any], metrics: Sequence[str], path: Path) -> None:
-    """Each metric against the first swept key (not ``over``), one line per value of the others."""
+    """Each metric against the first swept key (not ``over``), one line per value of the others; a sweep
+    of the ``over`` axis alone (seeds) shows each run's value, the mean and its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in summary["axes"] if k != summary["over"]] or list(summary["axes"])
-    x_key, rest = keys[0], keys[1:]
-    order = summary["axes"][x_key]
-    numeric = all(_number(v) is not None for v in order)
+    keys = [k for k in summary["axes"] if k != summary["over"]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        lines: dict[str, list[dict[str, Any]]] = {}
-        for g in summary["groups"]:
-            lines.setdefault(", ".join(f"{k}={g['point'][k]}" for k in rest) or metric, []).append(g)
-        for label, groups in lines.items():
-            groups.sort(key=lambda g: order.index(g["point"][x_key]) if x_key in g["point"] else 0)
-            xs = [(_number(g["point"][x_key]) if numeric else order.index(g["point"][x_key]))
-                  if x_key in g["point"] else 0 for g in groups]
-            ys = [g[metric]["mean"] for g in groups]
-            err = [[y - (g[metric]["low"] if g[metric]["low"] is not None else y) for y, g in zip(ys, groups)],
-                   [(g[metric]["high"] if g[metric]["high"] is not None else y) - y for y, g in zip(ys, groups)]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
-        if not numeric:
-            ax.set_xticks(range(len(order)), order)
-        ax.set_xlabel(x_key)
+        if keys:
+            _draw_groups(ax, summary, metric, keys)
+        else:
+            _draw_runs(ax, summary, metric)
         ax.set_ylabel(metric)
-        if len(lines) > 1:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"95 % interval over {summary['over']}" if summary["over"] else "one run per point", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
     tmp.replace(path)
+
+
+def _draw_groups(ax: Any, summary: dict[str, Any], metric: str, keys: list[str]) -> None:
+    """Group means with their intervals against ``keys[0]``, one line per value of the other keys."""
+    x_key, rest = keys[0], keys[1:]
+    order = summary["axes"][x_key]
+    numeric = all(_number(v) is not None for v in order)
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for g in summary["groups"]:
+        lines.setdefault(", ".join(f"{k}={g['point'][k]}" for k in rest) or metric, []).append(g)
+    for label, groups in lines.items():
+        groups.sort(key=lambda g: order.index(g["point"][x_key]))
+        xs = [_number(g["point"][x_key]) if numeric else order.index(g["point"][x_key]) for g in groups]
+        ys = [g[metric]["mean"] for g in groups]
+        err = [[y - (g[metric]["low"] if g[metric]["low"] is not None else y) for y, g in zip(ys, groups)],
+               [(g[metric]["high"] if g[metric]["high"] is not None else y) - y for y, g in zip(ys, groups)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+    if not numeric:
+        ax.set_xticks(range(len(order)), order)
+    ax.set_xlabel(x_key)
+    if len(lines) > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def _draw_runs(ax: Any, summary: dict[str, Any], metric: str) -> None:
+    """Each finished run's value against the ``over`` axis, the mean (line) and its interval (band)."""
+    over = summary["over"]
+    order = summary["axes"][over]
+    done = [r for r in summary["runs"] if r["metrics"] is not None]
+    ax.plot([order.index(r["point"][over]) for r in done], [r["metrics"][metric] for r in done], "o", label="runs")
+    stat = summary["groups"][0][metric]
+    ax.axhline(stat["mean"], color="C1", label="mean")
+    if stat["low"] is not None:
+        ax.axhspan(stat["low"], stat["high"], color="C1", alpha=0.2, label="95 % interval")
+    ax.set_xticks(range(len(order)), order)
+    ax.set_xlabel(over)
+    ax.legend(fontsize=7)

@@ -133,7 +133,7 @@ def test_run_folder_template_and_values_added_on_rerun(config: Path, tmp_path: P
     assert calls == ["seed-1", "seed-0"]
     assert json.loads((out / "sweep.json").read_text())["axes"] == {"seed": ["1", "0"]}
     assert [(r["point"], r["status"]) for r in summary["runs"]] == [({"seed": "1"}, "done"), ({"seed": "0"}, "done")]
-    assert summary["groups"][0]["forget"]["n"] == 2
+    assert summary["groups"][0]["forget"]["n"] == 2 and (out / "summary.png").stat().st_size > 0  # runs vs seed
     assert run(["seed=0,1"])["groups"] == summary["groups"] and calls == ["seed-1", "seed-0"]  # both done
     assert sweep.summarize(out, metrics=["forget"])["groups"] == summary["groups"]
     with pytest.raises(RNAError, match="another config or grid"):
