@@ -2,7 +2,8 @@
 
 Each `key=v1,v2,...` is an axis (commas inside [] or {} do not split); `key=value` is a fixed
 override. Every point's config is checked before the first run; finished runs are skipped and a
-started one resumes from its checkpoint, so rerunning an interrupted sweep continues it. Writes
+started one resumes from its checkpoint, so rerunning an interrupted sweep continues it; a rerun may
+add values to an axis (more seeds). Writes
 OUT/sweep.json, OUT/runs/<key=value,...>/, OUT/summary.{json,md,png} (mean and Student-t 95 %
 interval over --over, default seed). Details: docs/training.md.
 """
