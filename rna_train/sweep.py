@@ -6,7 +6,7 @@ the first invocation, and every axis value given so far), one run folder per gri
 ``summary.json``, ``summary.md`` and ``summary.png``. Every point's config is loaded and validated
 before the first run starts; a run with ``DONE`` is skipped, a started one is resumed from its
 last checkpoint, so an interrupted sweep continues where it stopped. A rerun may add values to the
-axes (more seeds; or another process training other values of the same sweep); the summary covers
+axes (more seeds), and ``only`` splits one grid's training between processes; the summary covers
 every value given so far. A run that fails with a known error is recorded in the summary and the
 sweep goes on. Metrics are the mean of each run's last ``last`` rows of ``metrics.jsonl``;
 the summary averages over the ``over`` axis (``seed``) with a Student-t 95 % interval.
@@ -173,13 +173,16 @@ def _fix_grid(out: Path, config: str, grid: Grid, template: str) -> None:
 
 def run_sweep(config: str | Path, items: Sequence[str] | Grid, out: str | Path, *,
               metrics: Sequence[str] = ("loss",), over: str = "seed", last: int = 1, run_folder: str = RUN_FOLDER,
+              only: Callable[[dict[str, str]], bool] | None = None,
               train_fn: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Train every grid point not finished yet, then write and return the summary (:func:`summarize`).
 
     ``items``: ``key=v1,v2`` / ``key=value`` strings (:func:`parse_grid`), or a :class:`Grid`
     (whose axes may hold a single value). ``run_folder``: the template of each point's folder inside
-    ``out`` (:func:`point_folder`; fixed at the first invocation). ``train_fn``: called as
-    ``train_fn(cfg, options, resume=...)`` per point (default :func:`rna_train.trainer.train`).
+    ``out`` (:func:`point_folder`; fixed at the first invocation). ``only``: train just the points
+    it accepts (the others are left to another process or a later call; all are validated and
+    summarised). ``train_fn``: called as ``train_fn(cfg, options, resume=...)`` per point (default
+    :func:`rna_train.trainer.train`).
     """
     from rna_train.config import load_config
     from rna_train.trainer import DONE, train
@@ -193,6 +196,8 @@ def run_sweep(config: str | Path, items: Sequence[str] | Grid, out: str | Path, 
     _fix_grid(out, str(config), grid, run_folder)
     failures: dict[str, str] = {}
     for i, (point, (cfg, options)) in enumerate(loaded, 1):
+        if only is not None and not only(point):
+            continue
         folder = Path(cfg.output_dir)
         if (folder / DONE).exists():
             log.info("sweep %d/%d %s: done, skipped", i, len(loaded), run_name(point))

@@ -295,14 +295,14 @@ def _train_timed(cfg: Any, options: Any, resume: bool = False) -> None:
 
 
 def train_variant(plan: StudyPlan, name: str, model: Path, data: StudyData, seeds: Sequence[int]) -> dict[str, Any]:
-    """Train (or resume) variant ``name``'s runs with ``seeds`` as a sweep.
+    """Train (or resume) variant ``name``'s runs with ``seeds`` as points of the variant's sweep.
 
     The variant's trainer config (:func:`variant_config`) is written to ``<out>/<name>/config.yaml``
-    and swept over the seeds (:func:`rna_train.sweep.run_sweep`, ``run_folder`` :data:`RUN_FOLDER`):
-    finished runs are skipped, started ones resumed; seeds given in earlier calls (e.g. by another
-    process running other seeds) stay in the sweep. Its summary, the mean of each run's last 10
-    steps of the loss terms with a Student-t interval over seeds, is written to
-    ``<out>/<name>/summary.{json,md,png}`` and returned. A failed training raises.
+    and swept over the variant's seeds (:func:`rna_train.sweep.run_sweep`, ``run_folder``
+    :data:`RUN_FOLDER`); only ``seeds`` are trained here (the others are left to another process or
+    a later call): finished runs are skipped, started ones resumed. The sweep's summary, the mean of
+    each run's last 10 steps of the loss terms with a Student-t interval over the finished seeds, is
+    written to ``<out>/<name>/summary.{json,md,png}`` and returned. A failed training raises.
     """
     from rna_train.config import load_config
     from rna_train.methods import get_method
@@ -316,8 +316,10 @@ def train_variant(plan: StudyPlan, name: str, model: Path, data: StudyData, seed
     tmp.replace(config)
     cfg, options = load_config(config)
     metrics = ["loss", "forget", *(["retain"] if get_method(cfg.method["name"]).uses_retain(options) else [])]
-    summary = run_sweep(config, Grid({"seed": [str(s) for s in seeds]}, []), folder, metrics=metrics, last=10,
-                        run_folder=RUN_FOLDER, train_fn=_train_timed)
+    grid = Grid({"seed": [str(s) for s in dict.fromkeys([*plan.variant(name).seeds, *seeds])]}, [])
+    wanted = {str(s) for s in seeds}
+    summary = run_sweep(config, grid, folder, metrics=metrics, last=10, run_folder=RUN_FOLDER,
+                        only=lambda point: point["seed"] in wanted, train_fn=_train_timed)
     if summary["failures"]:
         raise RNAError(f"training failed: {summary['failures']}", where=str(folder),
                        fix="see the error logged above; a rerun resumes the variant")

@@ -186,6 +186,8 @@ def test_study_trains_through_the_sweep_in_shards_and_skips_finished_work(fake_c
     runs = ["a/seed-0/eval-step-2.json", "a/seed-0/eval-step-4.json", "b/seed-0/eval-step-2.json",
             "b/seed-0/eval-step-4.json"]
     assert trained == [("a/seed-0", False), ("b/seed-0", False)] and evaluated == ["base/eval.json", *runs]
+    summary = json.loads((out / "a" / "summary.json").read_text())
+    assert [(r["point"], r["status"]) for r in summary["runs"]] == [({"seed": "0"}, "done"), ({"seed": "1"}, "missing")]
     monkeypatch.setattr(trainer, "_save_periodic", stop_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run("1/2")

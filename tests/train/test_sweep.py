@@ -113,10 +113,11 @@ def test_cli_runs_and_summarises(config: Path, tmp_path: Path, capsys: pytest.Ca
     assert "metric 'nosuch' is not in" in capsys.readouterr().err
 
 
-def test_run_folder_template_and_values_added_on_rerun(config: Path, tmp_path: Path) -> None:
+def test_run_folder_template_values_added_on_rerun_and_only(config: Path, tmp_path: Path) -> None:
     """``run_folder="seed-{seed}"`` puts the runs at OUT/seed-N (a :class:`Grid` may hold one value per
-    axis); a rerun with other seeds trains only those and the record and summary keep every seed;
-    the summary alone (``rna sweep --summary-only``) finds the runs there too."""
+    axis); a rerun with another seed trains only that one, and the record and summary keep every seed;
+    ``only`` trains the accepted points of a grid, the others stay "missing"; the summary alone
+    (``rna sweep --summary-only``) finds the runs there too."""
     out = tmp_path / "variant"
     calls: list[str] = []
 
@@ -124,16 +125,19 @@ def test_run_folder_template_and_values_added_on_rerun(config: Path, tmp_path: P
         calls.append(Path(cfg.output_dir).name)
         return train(cfg, options, resume=resume)
 
-    def run(items):
-        return sweep.run_sweep(config, items, out, metrics=["forget"], run_folder="seed-{seed}", train_fn=counted)
+    def run(items, only=None):
+        return sweep.run_sweep(config, items, out, metrics=["forget"], run_folder="seed-{seed}", only=only,
+                               train_fn=counted)
 
     assert run(sweep.Grid({"seed": ["1"]}, []))["runs"][0]["status"] == "done"
     assert calls == ["seed-1"] and (out / "seed-1" / "DONE").is_file() and not (out / "runs").exists()
-    summary = run(sweep.Grid({"seed": ["0"]}, []))
+    summary = run(["seed=0,2"], only=lambda point: point["seed"] == "0")
     assert calls == ["seed-1", "seed-0"]
-    assert json.loads((out / "sweep.json").read_text())["axes"] == {"seed": ["1", "0"]}
-    assert [(r["point"], r["status"]) for r in summary["runs"]] == [({"seed": "1"}, "done"), ({"seed": "0"}, "done")]
+    assert json.loads((out / "sweep.json").read_text())["axes"] == {"seed": ["1", "0", "2"]}
+    assert [(r["point"]["seed"], r["status"]) for r in summary["runs"]] == [("1", "done"), ("0", "done"),
+                                                                            ("2", "missing")]
     assert summary["groups"][0]["forget"]["n"] == 2 and (out / "summary.png").stat().st_size > 0  # runs vs seed
+    assert "not finished: seed=2" in (out / "summary.md").read_text()
     assert run(["seed=0,1"])["groups"] == summary["groups"] and calls == ["seed-1", "seed-0"]  # both done
     assert sweep.summarize(out, metrics=["forget"])["groups"] == summary["groups"]
     with pytest.raises(RNAError, match="another config or grid"):
