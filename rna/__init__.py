@@ -92,22 +92,24 @@ def unlearn(config: str | Path | Mapping[str, Any], *, overwrite: bool = False, 
 
 
 def sweep(config: str | Path | Mapping[str, Any], out: str | Path, *, metrics: Sequence[str] = ("loss",),
-          over: str = "seed", last: int = 1, **grid: Any) -> dict[str, Any]:
+          over: str = "seed", last: int = 1, run_folder: str | None = None, shard: str = "0/1",
+          **grid: Any) -> dict[str, Any]:
     """Train a grid of runs (``rna sweep``) and return its summary.
 
     ``grid``: dotted keys with ``__`` for the dots; a list value is an axis
     (``rna__noise__nu=[0.01, 0.03], seed=[0, 1, 2]``), anything else a fixed override. Rerunning with
-    the same grid skips finished runs and resumes a started one.
+    the same grid skips finished runs and resumes a started one. ``run_folder`` and ``shard`` are
+    ``--run-folder`` and ``--shard``.
     """
     import json
 
-    from rna_train.sweep import run_sweep
+    from rna_train.sweep import RUN_FOLDER, run_sweep, shard_filter
 
     items = [f"{key.replace('__', '.')}="
              + (",".join(json.dumps(v) for v in value) if isinstance(value, (list, tuple)) else json.dumps(value))
              for key, value in grid.items()]
     return run_sweep(config if isinstance(config, (str, Path)) else dict(config), items, out, metrics=metrics,
-                     over=over, last=last)
+                     over=over, last=last, run_folder=run_folder or RUN_FOLDER, only=shard_filter(items, shard))
 
 
 def _loaded(model: Any, tokenizer: Any, dtype: str = "fp32", device: str | None = None) -> tuple[Any, Any]:

@@ -122,6 +122,23 @@ def point_folder(point: dict[str, str], template: str = RUN_FOLDER) -> str:
     return re.sub(r"\{([^{}]*)\}", fill, template)
 
 
+def shard_filter(items: Sequence[str] | Grid, shard: str) -> Callable[[dict[str, str]], bool] | None:
+    """``only`` for :func:`run_sweep` that accepts every N-th point of the grid starting at I (``shard`` = "I/N").
+
+    None for "0/1" (every point). Raises :class:`RNAError` on a malformed shard.
+    """
+    match = re.fullmatch(r"(\d+)/(\d+)", shard.strip())
+    if not match or not int(match.group(2)) or int(match.group(1)) >= int(match.group(2)):
+        raise RNAError(f"shard {shard!r} is not I/N with 0 <= I < N", where="--shard",
+                       fix="e.g. --shard 0/2 in one process and --shard 1/2 in another")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count == 1:
+        return None
+    grid = items if isinstance(items, Grid) else parse_grid(items)
+    mine = {run_name(p) for i, p in enumerate(grid.points()) if i % count == index}
+    return lambda point: run_name(point) in mine
+
+
 def _folders(grid: Grid, template: str) -> list[str]:
     """Every point's run folder; refuses a template that gives two points one folder."""
     folders: dict[str, str] = {}

@@ -161,3 +161,21 @@ def test_run_folders_are_checked_before_any_run(config: Path, tmp_path: Path) ->
     with pytest.raises(RNAError, match="the same folder"):
         sweep.run_sweep(config, sweep.Grid({"rna.noise.nu": ["0.1"], "seed": ["0"]}, []), out,
                         run_folder="seed-{seed}", train_fn=skip)
+
+
+def test_cli_shards_and_run_folder(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--shard 0/2`` and ``1/2`` train disjoint halves of the grid (the first lists the other half as
+    not finished), together all of it; ``--run-folder`` names the folders; a bad shard is refused."""
+    from rna_train.cli import main
+
+    out = tmp_path / "s"
+    args = ["sweep", "--config", str(config), "--out", str(out), "seed=0,1,2", "--run-folder", "seed-{seed}",
+            "--metric", "forget"]
+    assert main([*args, "--shard", "0/2"]) == 0
+    assert sorted(p.name for p in out.glob("seed-*")) == ["seed-0", "seed-2"]
+    assert "not finished: seed=1" in capsys.readouterr().out
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert all((out / f"seed-{s}" / "DONE").is_file() for s in range(3))
+    assert "not finished" not in capsys.readouterr().out
+    assert main([*args, "--shard", "2/2"]) == 2
+    assert "shard '2/2' is not I/N" in capsys.readouterr().err
