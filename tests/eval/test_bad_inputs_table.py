@@ -45,7 +45,7 @@ CASES: list[tuple[list[str], str]] = [
     (["sweep", "--config", "experiments/configs/tiny_llama_rmu.yaml", "--out", "{tmp}/s", "seed=0,1",
       "--shard", "1/1"], "is not I/N"),
     (["sweep", "--config", "experiments/configs/tiny_llama_rmu.yaml", "--out", "{tmp}/s", "seed=0,1",
-      "--run-folder", "x-{nu}"], "not a swept key"),
+      "--run-folder", "x-{{nu}}"], "not a swept key"),
     (["attack", "relearn", "--model", "{model}", "--forget", "{probe}", "--retain", "{probe}", "--out", "{tmp}/a",
       "--text-field", "question"], "--attack-texts"),
     (["attack", "quantize", "--model", "{model}", "--forget", "{probe}", "--retain", "{probe}", "--bits", "2",
