@@ -45,7 +45,14 @@ def _like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def trainable_state(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    """CPU copies of the named parameters (gathered whole under FSDP2: every process must call it)."""
+    """CPU copies of the named parameters (gathered whole under FSDP2: every process must call it).
+
+    Under FSDP2 the sharded values are read (a module still gathered after a forward holds its
+    parameters in the compute dtype, e.g. bf16, instead of the kept precision).
+    """
+    from rna_train.sharded import reshard
+
+    reshard(model)
     params = dict(model.named_parameters())
     return {n: _full(params[n].detach()).to("cpu").contiguous().clone() for n in names}
 

@@ -105,8 +105,8 @@ def merged_from(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict[s
     """``{module.weight: W + scale * B A}`` on the CPU from whole tensors named as :func:`source_names`.
 
     The tensors may come from another process (a state dict gathered from FSDP2 shards); ``model``
-    gives only the adapters' layout (scale, ``fan_in_fan_out``). The product is taken in float32
-    and cast to ``W``'s dtype, as peft does on the CPU.
+    gives only the adapters' layout (scale, ``fan_in_fan_out``). The sum is taken in float32 and
+    rounded once to ``W``'s dtype, as peft's in-place merge does.
     """
     out = {}
     for name, layer in _layers(model).items():
@@ -116,7 +116,7 @@ def merged_from(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict[s
         delta = b @ a
         if layer.fan_in_fan_out:
             delta = delta.T
-        out[f"{name}.weight"] = (base + (delta * layer.scaling[ADAPTER]).to(base.dtype)).contiguous()
+        out[f"{name}.weight"] = (base.float() + delta * layer.scaling[ADAPTER]).to(base.dtype).contiguous()
     return out
 
 
@@ -142,9 +142,13 @@ def plain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, t
     gathered from FSDP2 shards holds them all).
     """
     from rna_train.checkpoint import trainable_state
+    from rna_train.sharded import is_sharded
 
     out = {key.replace(".base_layer.", "."): value for key, value in state.items() if ".lora_" not in key}
     missing = [n for n in source_names(model) if n not in state]
+    if missing and is_sharded(model):  # reading them would be a collective on this process alone
+        raise RNAError(f"the gathered state lacks {missing[:3]} for the LoRA merge", where="model.lora",
+                       fix="report this: the sharded model's parameter names differ from its state dict's")
     out.update(merged_from(model, {**state, **trainable_state(model, missing)}))
     return out
 

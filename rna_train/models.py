@@ -523,16 +523,18 @@ def forward_with(model: nn.Module, values: Mapping[str, torch.Tensor]) -> Callab
 
 
 def prefix_output(model: nn.Module, layers: int, input_ids: torch.Tensor,
-                  attention_mask: torch.Tensor, *, forward: Callable[..., Any] | None = None) -> Any:
+                  attention_mask: torch.Tensor, *, forward: Callable[..., Any] | None = None,
+                  truncate: bool = True) -> Any:
     """The raw output object of decoder layer ``layers - 1`` (no gradient), for :func:`replay_prefix`.
 
     When nothing below layer ``layers`` is trainable, this output is the same for the updated and
     the original weights, so it is computed once per batch and shared by every forward.
-    ``forward`` runs instead of ``model`` (e.g. the model with its original values swapped in).
+    ``forward`` runs instead of ``model`` (e.g. the model with its original values swapped in);
+    ``truncate`` stops the forward after that layer (not for a sharded model: see :func:`layer_output`).
     """
     with torch.no_grad():
         return _capture(arch.decoder_layers(model)[layers - 1], lambda: (forward or model)(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False))
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False), stop=truncate)
 
 
 class _Replay(nn.Module):

@@ -16,12 +16,19 @@ duration of a reference forward:
   values, forwards run without collectives, and the shards are restored at the end. Its peak
   memory is one whole model per process, for the duration of the pass only (the copy it replaces
   stayed for the whole run).
+
+Forwards on the sharded model must run to the end (a forward stopped early by an exception leaves
+FSDP's per-iteration state mid-forward, and a module left gathered would keep the wrong values):
+the step context never truncates them (``StepContext.complete_forwards``). On an accelerator the
+writes are synchronised before FSDP's all-gather streams read the shards, and the autocast weight
+cache (keyed by the parameter, which FSDP reuses for both sets of values) is cleared.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,8 +53,26 @@ def _local(param: torch.Tensor) -> torch.Tensor:
     return param.to_local() if isinstance(param, DTensor) else param
 
 
+def _settled(tensor: torch.Tensor) -> None:
+    """Wait for the writes to ``tensor`` on an accelerator: FSDP reads shards on its own streams."""
+    if tensor.device.type == "cpu":
+        return
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "synchronize"):
+        accelerator.synchronize(tensor.device)
+    elif tensor.device.type == "cuda":
+        torch.cuda.synchronize(tensor.device)
+
+
+def reshard(model: nn.Module) -> None:
+    """Free every gathered (unsharded) parameter of ``model``'s FSDP modules; a no-op without FSDP."""
+    for module in _fsdp_modules(model):
+        module.reshard()
+
+
 def local_originals(model: nn.Module, originals: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """This process's shards of the whole tensors ``originals``, cut like ``model``'s parameters.
+    """This process's shards of the whole tensors ``originals``, cut like ``model``'s parameters and
+    placed where the live shards are (the host, with CPU offload).
 
     Every process must call it (placing a tensor as a ``DTensor`` is a collective).
     """
@@ -60,7 +85,7 @@ def local_originals(model: nn.Module, originals: Mapping[str, torch.Tensor]) -> 
         value = value.to(param.device, param.dtype)
         if isinstance(param, DTensor):
             value = distribute_tensor(value, param.device_mesh, param.placements).to_local()
-        out[name] = value.clone()
+        out[name] = value.to(_local(param).device).clone()
     return out
 
 
@@ -86,6 +111,8 @@ def swapped(model: nn.Module, originals: Mapping[str, torch.Tensor]) -> Iterator
             shard = _local(params[name])
             live[name] = shard.clone()
             shard.copy_(value)
+            _settled(shard)
+    torch.clear_autocast_cache()
     try:
         yield
     finally:
@@ -94,17 +121,46 @@ def swapped(model: nn.Module, originals: Mapping[str, torch.Tensor]) -> Iterator
                 module.reshard()
             params = dict(model.named_parameters())
             for name, value in live.items():
-                _local(params[name]).copy_(value)
+                shard = _local(params[name])
+                shard.copy_(value)
+                _settled(shard)
+        torch.clear_autocast_cache()
+
+
+def _reshard_settings(modules: list[nn.Module]) -> list[tuple[Any, bool, list[Any]]] | None:
+    """Each FSDP module's own ``reshard_after_forward`` (torch's private state; None if its layout differs)."""
+    out = []
+    for module in modules:
+        state = module._get_fsdp_state()
+        groups = getattr(state, "_fsdp_param_groups", None)
+        if groups is None or not hasattr(state, "_auto_reshard_after_forward"):
+            return None
+        out.append((state, state._auto_reshard_after_forward, [g.post_forward_mesh_info for g in groups]))
+    return out
+
+
+def _restore_reshard(modules: list[nn.Module], saved: list[tuple[Any, bool, list[Any]]] | None,
+                     default: bool) -> None:
+    if saved is None:
+        for module in modules:
+            module.set_reshard_after_forward(default, recurse=False)
+        return
+    for state, auto, infos in saved:
+        state._auto_reshard_after_forward = auto
+        for group, info in zip(state._fsdp_param_groups, infos, strict=True):
+            group.post_forward_mesh_info = info
 
 
 @contextlib.contextmanager
 def gathered(model: nn.Module, originals: Mapping[str, torch.Tensor], reshard_after_forward: bool) -> Iterator[None]:
     """The whole model gathered once with the original values; forwards inside run without collectives.
 
-    ``reshard_after_forward`` is the engine's setting, restored at the end. Every process enters
+    Each module's own ``reshard_after_forward`` is restored at the end (``reshard_after_forward``, the
+    engine's setting, if torch's state has another layout than expected). Every process enters
     and leaves the block together (gathering and resharding are collectives).
     """
     modules = _fsdp_modules(model)
+    saved = _reshard_settings(modules)
     with swapped(model, originals):
         for module in modules:
             module.set_reshard_after_forward(False, recurse=False)
@@ -113,8 +169,7 @@ def gathered(model: nn.Module, originals: Mapping[str, torch.Tensor], reshard_af
                 module.unshard()
             yield
         finally:
-            for module in modules:
-                module.set_reshard_after_forward(reshard_after_forward, recurse=False)
+            _restore_reshard(modules, saved, reshard_after_forward)
 
 
 def check_complete_cache(refused: bool, all_refused: float) -> None:

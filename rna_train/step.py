@@ -72,6 +72,9 @@ class StepContext:
     #: The model is FSDP2-sharded and ``originals`` are shards, written into the live shards in
     #: place for each reference forward (:func:`rna_train.sharded.swapped`).
     in_place: bool = False
+    #: The model is FSDP2-sharded: forwards on it run to the end (one stopped early would leave
+    #: FSDP's state mid-forward and a module gathered).
+    complete_forwards: bool = False
     #: Number of leading decoder layers without trainable parameters whose output is computed once
     #: per batch (no gradient) and shared by the updated and the reference forwards (0: off).
     shared_layers: int = 0
@@ -257,7 +260,7 @@ class StepContext:
         ref = self.require_reference()
         with self._reference_inputs(batch, upto), self._noise(noisy, batch):
             return layer_output(ref, layer, batch["input_ids"], batch["attention_mask"],
-                                forward=self._reference_forward(), truncate=True)
+                                forward=self._reference_forward(), truncate=not self.complete_forwards)
 
     @torch.no_grad()
     def ref_logits(self, batch: dict[str, torch.Tensor], *, noisy: bool = False) -> torch.Tensor:
@@ -282,7 +285,8 @@ class StepContext:
             model, forward = self.require_reference(), self._reference_forward()
             inputs = self._reference_inputs(batch, layer - 1)
         with inputs:
-            output = prefix_output(model, layer + 1, batch["input_ids"], batch["attention_mask"], forward=forward)
+            output = prefix_output(model, layer + 1, batch["input_ids"], batch["attention_mask"], forward=forward,
+                                   truncate=not self.complete_forwards)
         self.cache.put(batch, layer, output)
 
 
@@ -388,7 +392,8 @@ class TrainStep:
                            rna=self.rna, step=step,
                            generator=self.rna.generator(step, self.device) if self.rna.active else None,
                            truncate=self.truncate, counts=counts or {}, originals=self.originals,
-                           in_place=self.in_place, shared_layers=self.shared_layers, cache=self.cache,
+                           in_place=self.in_place, complete_forwards=self.in_place,
+                           shared_layers=self.shared_layers, cache=self.cache,
                            head_chunk_bytes=self.head_chunk_bytes)
 
     def prefill(self, forget: Sequence[tuple[int, Batch]], retain: Sequence[Batch], *, progress: bool = False) -> None:

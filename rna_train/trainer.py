@@ -309,7 +309,8 @@ def _check_distributed(cfg: config.RunConfig, accelerator: Any, resume: bool) ->
     if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         gathered = _is_fsdp2(accelerator)
         if cfg.model.lora.rank and not gathered:
-            raise RNAError(f"LoRA is not supported under {kind} (v1) (flattened sharded parameters)",
+            raise RNAError(f"LoRA is not supported under {kind.name}{' (v1)' if kind == DistributedType.FSDP else ''} "
+                           "(flattened sharded parameters)",
                            where="model.lora.rank",
                            fix="use FSDP2 (fsdp_version: 2), DDP or one process with LoRA, or set model.lora.rank=0")
         if (t.checkpoint_every or resume) and not gathered:
@@ -388,6 +389,7 @@ def _start(cfg: config.RunConfig, options: MethodOptions, resume: bool,
     if originals is not None:
         originals = (sharded.local_originals(unwrapped, originals) if fsdp2
                      else {n: v.to(accelerator.device) for n, v in originals.items()})
+        prep.originals = None  # the step holds them (only this process's shards under FSDP2)
     step = TrainStep(prep.method, unwrapped, prep.rna, forward=wrapped, reference=prep.reference,
                      originals=originals, shared_layers=_shared_layers(prep) if single else 0, truncate=single,
                      head_chunk_bytes=int(t.head_chunk_mib * 2**20), accelerator=accelerator, in_place=fsdp2,
@@ -471,15 +473,15 @@ def train(cfg: config.RunConfig, options: MethodOptions, *, resume: bool = False
         tracker.finish()
     accelerator.wait_for_everyone()
     # get_state_dict gathers sharded weights; the full dict is only needed to save the model.
-    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+    partitioned = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
     full_save = t.save_model and prep.source_checkpoint is None  # a truncated run patches the checkpoint
-    state = (accelerator.get_state_dict(run.wrapped) if full_save or sharded
+    state = (accelerator.get_state_dict(run.wrapped) if full_save or partitioned
              else checkpoint.trainable_state(run.model, prep.trainable))
     if accelerator.is_main_process:
         _finish(run.out, run.model, state, prep, cfg)
     accelerator.wait_for_everyone()
     trainable = prep.trainable
-    if lora.is_lora(run.model) and cfg.model.lora.save == "merged" and not sharded:
+    if lora.is_lora(run.model) and cfg.model.lora.save == "merged" and not partitioned:
         trainable = lora.unload(run.model)  # the returned model is plain, like the saved one
     return TrainResult(model=run.model, reference=prep.reference, trainable=trainable, metrics=run.metrics,
                        output_dir=run.out, tokenizer=prep.tokenizer)

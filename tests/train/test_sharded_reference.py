@@ -69,12 +69,25 @@ def _worker(rank: int, world: int, port: int, reshard: bool, folder: str) -> Non
     loss.backward()  # ... differentiated after the swap: the updated model's gradients
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad.full_tensor(), want_grads[n], rtol=1e-5, atol=1e-6)
+    # Under autocast the cast weights are cached by parameter, which FSDP reuses for both sets of values.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want_cast = original(x).float().detach()
+        model(x).sum().backward()  # an updated forward fills the cache first
+        with torch.no_grad(), sharded.swapped(model, local):
+            torch.testing.assert_close(model(x).float(), want_cast, rtol=0, atol=0.05)
+    model.zero_grad()
+    settings = [(m._get_fsdp_state()._auto_reshard_after_forward,
+                 [g.post_forward_mesh_info for g in m._get_fsdp_state()._fsdp_param_groups])
+                for m in model.modules() if isinstance(m, FSDPModule)]
     with torch.no_grad():
         torch.testing.assert_close(model(x), want_live, rtol=0, atol=1e-6)
-        with sharded.gathered(model, local, reshard):
+        with sharded.gathered(model, local, not reshard):  # (the engine default differs from the modules')
             for _ in range(rank + 1):  # unequal counts: no collective inside the block
                 torch.testing.assert_close(model(x), want_ref, rtol=0, atol=1e-6)
         torch.testing.assert_close(model(x), want_live, rtol=0, atol=1e-6)
+    assert settings == [(m._get_fsdp_state()._auto_reshard_after_forward,  # each module's own setting back
+                         [g.post_forward_mesh_info for g in m._get_fsdp_state()._fsdp_param_groups])
+                        for m in model.modules() if isinstance(m, FSDPModule)]
     for module in model.modules():  # (without resharding, reshard=False leaves whole tensors in place)
         if isinstance(module, FSDPModule):
             module.reshard()
@@ -94,3 +107,15 @@ def test_sharded_reference_swaps_in_place(tmp_path: Path, reshard: bool) -> None
         port = int(s.getsockname()[1])
     mp.spawn(_worker, args=(2, port, reshard, str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "ok").read_text() == "DTensor"  # the parameters really were sharded
+
+
+def test_incomplete_cache_is_refused_on_every_process() -> None:
+    """The flag is summed over processes: a complete cache here and an incomplete one elsewhere stops too."""
+    from rna_theory.errors import RNAError
+    from rna_train import sharded
+
+    sharded.check_complete_cache(False, 0.0)
+    for here, where in ((False, "another process"), (True, "this process")):
+        with pytest.raises(RNAError, match=where) as info:
+            sharded.check_complete_cache(here, 1.0)
+        assert info.value.where == "train.reference_cache_gib"

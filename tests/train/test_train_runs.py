@@ -302,3 +302,34 @@ def test_two_process_lora_matches_one(tmp_path: Path, assets: dict[str, Path], e
     assert sorted(a) == sorted(b)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("reshard", ["true", "false"])
+@pytest.mark.parametrize("method", [{"name": "npo", "retain_loss": "kl"}, {"name": "rmu", "alpha": 10.0}])
+def test_fsdp_reference_in_the_steps_matches_one(tmp_path: Path, assets: dict[str, Path], method: dict,
+                                                 reshard: str) -> None:
+    """With the reference computed in the steps (``reference_cache: false``) and RNA at layer 1, below
+    trainable layer 2, every step's reference forwards run on the sharded model with the original
+    shards written in: NPO's reference NLL and the noisy KL target, RMU's noisy layer-2 target. The
+    2-process FSDP2 run equals the 1-process one for both ``reshard_after_forward`` settings."""
+    def config(out: Path, name: str) -> Path:
+        raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=6, lr=1e-2, method=method,
+                                 rna={"mode": "target", "layer": 1, "noise": 0.05}, reference_cache=False,
+                                 log_every=1000, tracker="none")
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    cmd, env = launch_two("fsdp", ["unlearn", "--config", str(config(two, "two.yaml"))])
+    res = subprocess.run(cmd, env={**env, "FSDP_RESHARD_AFTER_FORWARD": reshard}, cwd=REPO, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    train(*load_config(config(one, "one.yaml")))
+    a, b = load_file(str(two / "trainable.safetensors")), load_file(str(one / "trainable.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    rows_a = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    for key in ("forget", "retain"):
+        assert [r[key] for r in rows_a] == pytest.approx([r[key] for r in rows_b], rel=1e-4, abs=1e-7)
