@@ -142,5 +142,5 @@ def test_report_shows_attack_folders(llama_dir: Path, llama2_dir: Path, files: d
     page = md.read_text()
     assert "## Attacks: quantization and relearning" in page and "## Attacks: GCG" in page
     for condition in ("| full |", "| int8 |", "| int4 |", "| base model |", "| no string |", "| random string |",
-                      "GCG minus random (paired)", "base model, no string"):
+                      "GCG minus no string (paired)", "GCG minus random (paired)", "base model, no string"):
         assert condition in page

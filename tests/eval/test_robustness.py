@@ -74,7 +74,8 @@ def test_suite_runs_every_section_and_resumes(llama_dir: Path, llama2_dir: Path,
     assert (out / "sections" / "keyword_text" / "base" / "keywords").is_dir()  # the mined groups are saved
     page = (out / "report.html").read_text()
     for title in ("Summary", "Wall time", "Held-out text", "MMLU through lm-eval", "Keyword fragility",
-                  "Quantization attack", "Relearning attack", "GCG attack"):
+                  "Quantization attack", "Relearning attack", "GCG attack", "GCG minus no string (paired)",
+                  "GCG minus random string (paired)"):
         assert title in page
     assert page.count("<figure") == len(sections) and "[" in page
 

@@ -29,7 +29,7 @@ def _gcg_rows(run: Run, attack: dict[str, Any]) -> list[list[str]]:
     res = attack["results"]
     held = res["heldout"]
     names = {"clean": "no string", "attack": f"GCG string {res['found']['string']!r}", "random": "random string",
-             "attack_minus_random": "GCG minus random (paired)"}
+             "attack_minus_clean": "GCG minus no string (paired)", "attack_minus_random": "GCG minus random (paired)"}
     rows = [[run.label, name, _cell(held["nll"][key]), _cell(held["top1"][key])] for key, name in names.items()]
     if res.get("base"):
         rows.append([run.label, "base model, no string", _cell(res["base"]["nll"]), _cell(res["base"]["top1"])])
