@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -175,6 +176,31 @@ def launch_two(engine: str, args: list[str]) -> tuple[list[str], dict[str, str]]
     return [*launch, "-m", "rna_train.cli", *args], env
 
 
+def _write(raw: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _two_then_one(tmp_path: Path, raw_for: Any, engine: str, **env: str) -> tuple[Path, Path]:
+    """Run the config ``raw_for(out)`` on 2 processes under ``engine`` (extra environment ``env``), then
+    on one; returns the two output folders."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    cmd, base_env = launch_two(engine, ["unlearn", "--config", str(_write(raw_for(two), tmp_path / "two.yaml"))])
+    res = subprocess.run(cmd, env={**base_env, **env}, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    train(*load_config(_write(raw_for(one), tmp_path / "one.yaml")))
+    return two, one
+
+
+def _assert_same_tensors(a_path: Path, b_path: Path) -> None:
+    """Two safetensors files hold the same names and values (2-process vs 1-process tolerance)."""
+    a, b = load_file(str(a_path)), load_file(str(b_path))
+    assert sorted(a) == sorted(b) and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("engine", ["ddp", "fsdp"])
 def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict[str, Path], engine: str) -> None:
     """2 CPU processes (DDP or FSDP2, gloo), SIGKILLed after a checkpoint and resumed on 2 processes,
@@ -186,12 +212,10 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
     steps = 40
 
     def config(out: Path, name: str) -> Path:
-        raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=steps, lr=1e-3,
-                                 method={"name": "npo", "retain_loss": "kl"}, rna={"mode": "target", "noise": 0.05},
-                                 checkpoint_every=4, log_every=1000, tracker="none", max_grad_norm=0.05)
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(raw))
-        return path
+        return _write(helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=steps, lr=1e-3,
+                                         method={"name": "npo", "retain_loss": "kl"},
+                                         rna={"mode": "target", "noise": 0.05}, checkpoint_every=4,
+                                         log_every=1000, tracker="none", max_grad_norm=0.05), tmp_path / name)
 
     two = tmp_path / "two"
     args = ["unlearn", "--config", str(config(two, "two.yaml"))]
@@ -217,10 +241,7 @@ def test_two_processes_killed_and_resumed_match_one(tmp_path: Path, assets: dict
     assert env_record["resolved"]["reference"].startswith("shared")  # no copy of the model
     one = tmp_path / "one"
     train(*load_config(config(one, "one.yaml")))
-    a = load_file(str(two / "trainable.safetensors"))
-    b = load_file(str(one / "trainable.safetensors"))
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    _assert_same_tensors(two / "trainable.safetensors", one / "trainable.safetensors")
     rows = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     # The gradient norm (clipped at 0.05: every step here is above it) is that of the whole gradient.
@@ -257,9 +278,7 @@ def test_fsdp_refuses_an_incomplete_reference_cache(tmp_path: Path, assets: dict
     raw = helpers.run_config(assets["tokenizer"], assets, tmp_path / "out", steps=2, lr=1e-3,
                              method={"name": "npo", "retain_loss": "kl"}, rna={"mode": "target", "noise": 0.05},
                              reference_cache_gib=1e-9, tracker="none")
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    cmd, env = launch_two("fsdp", ["unlearn", "--config", str(path)])
+    cmd, env = launch_two("fsdp", ["unlearn", "--config", str(_write(raw, tmp_path / "c.yaml"))])
     res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode != 0
     assert "reference cache could not hold every sequence" in res.stderr
@@ -272,36 +291,23 @@ def test_two_process_lora_matches_one(tmp_path: Path, assets: dict[str, Path], e
     """LoRA on 2 processes (DDP, or FSDP2 with the adapters sharded) gives the 1-process run's merged
     weights (``trainable.safetensors``), and its saved model or adapter folder reloads with the same
     values: the merge reads the tensors gathered from the shards."""
-    def config(out: Path, name: str) -> Path:
+    def raw_for(out: Path) -> dict:
         raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=6, lr=1e-2,
                                  method={"name": "npo", "retain_loss": "kl"}, rna={"mode": "target", "noise": 0.05},
                                  save_model=True, log_every=1000, tracker="none", snapshot_steps=[3])
         raw["model"]["lora"] = {"rank": 4, "save": save}
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(raw))
-        return path
+        return raw
 
-    two, one = tmp_path / "two", tmp_path / "one"
-    cmd, env = launch_two(engine, ["unlearn", "--config", str(config(two, "two.yaml"))])
-    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    assert res.returncode == 0, res.stderr[-3000:]
-    train(*load_config(config(one, "one.yaml")))
+    two, one = _two_then_one(tmp_path, raw_for, engine)
     for path in ("trainable.safetensors", "snapshots/step-0000003.safetensors"):
-        a, b = load_file(str(two / path)), load_file(str(one / path))
-        assert sorted(a) == sorted(b) and a
-        for name in a:
-            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+        _assert_same_tensors(two / path, one / path)
     final = load_file(str(one / "trainable.safetensors"))  # the adapters did train (lora_B starts at 0)
     middle = load_file(str(one / "snapshots/step-0000003.safetensors"))
     moved = ([final[n] for n in final if ".lora_B." in n] if save == "adapter"
              else [final[n] - middle[n] for n in final])
     assert max(float(t.abs().max()) for t in moved) > 1e-4
     folder = "adapter" if save == "adapter" else "model"
-    a = load_file(str(next((two / folder).glob("*.safetensors"))))
-    b = load_file(str(next((one / folder).glob("*.safetensors"))))
-    assert sorted(a) == sorted(b)
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    _assert_same_tensors(next((two / folder).glob("*.safetensors")), next((one / folder).glob("*.safetensors")))
 
 
 @pytest.mark.parametrize("reshard", ["true", "false"])
@@ -312,23 +318,13 @@ def test_fsdp_reference_in_the_steps_matches_one(tmp_path: Path, assets: dict[st
     trainable layer 2, every step's reference forwards run on the sharded model with the original
     shards written in: NPO's reference NLL and the noisy KL target, RMU's noisy layer-2 target. The
     2-process FSDP2 run equals the 1-process one for both ``reshard_after_forward`` settings."""
-    def config(out: Path, name: str) -> Path:
-        raw = helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=6, lr=1e-2, method=method,
-                                 rna={"mode": "target", "layer": 1, "noise": 0.05}, reference_cache=False,
-                                 log_every=1000, tracker="none")
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(raw))
-        return path
+    def raw_for(out: Path) -> dict:
+        return helpers.run_config(assets["tokenizer"], assets, out, topics=2, steps=6, lr=1e-2, method=method,
+                                  rna={"mode": "target", "layer": 1, "noise": 0.05}, reference_cache=False,
+                                  log_every=1000, tracker="none")
 
-    two, one = tmp_path / "two", tmp_path / "one"
-    cmd, env = launch_two("fsdp", ["unlearn", "--config", str(config(two, "two.yaml"))])
-    res = subprocess.run(cmd, env={**env, "FSDP_RESHARD_AFTER_FORWARD": reshard}, cwd=REPO, capture_output=True,
-                         text=True, timeout=300, check=False)
-    assert res.returncode == 0, res.stderr[-3000:]
-    train(*load_config(config(one, "one.yaml")))
-    a, b = load_file(str(two / "trainable.safetensors")), load_file(str(one / "trainable.safetensors"))
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    two, one = _two_then_one(tmp_path, raw_for, "fsdp", FSDP_RESHARD_AFTER_FORWARD=reshard)
+    _assert_same_tensors(two / "trainable.safetensors", one / "trainable.safetensors")
     rows_a = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     for key in ("forget", "retain"):
