@@ -156,8 +156,9 @@ def _overrides(grid: Grid, point: dict[str, str], folder: Path) -> list[str]:
     return [*grid.fixed, *(f"{k}={v}" for k, v in point.items()), f"output_dir={json.dumps(str(folder))}"]
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace ``path`` atomically (processes training other points of one sweep write the same files)."""
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically: a concurrent reader (another process training other
+    points of one sweep, or a study shard) sees the old or the new file, never a partial one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -185,7 +186,7 @@ def _fix_grid(out: Path, config: str, grid: Grid, template: str) -> None:
         _folders(Grid(record["axes"], grid.fixed), template)  # old and new points must not share a folder
         log.info("sweep: %s extended to %s", path, record["axes"])
     out.mkdir(parents=True, exist_ok=True)
-    _write(path, json.dumps(record, indent=1))
+    write_atomic(path, json.dumps(record, indent=1))
 
 
 def run_sweep(config: str | Path, items: Sequence[str] | Grid, out: str | Path, *,
@@ -278,8 +279,8 @@ def summarize(out: str | Path, *, metrics: Sequence[str] = ("loss",), over: str 
                "runs": runs, "failures": failures or {},
                "groups": [{"point": dict(key), **{m: _interval([v[m] for v in vals]) for m in metrics}}
                           for key, vals in groups.items()]}
-    _write(out / "summary.json", json.dumps(summary, indent=1))
-    _write(out / "summary.md", _table(summary, metrics))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    write_atomic(out / "summary.md", _table(summary, metrics))
     if summary["groups"]:
         _plot(summary, metrics, out / "summary.png")
     return summary

@@ -306,14 +306,12 @@ def train_variant(plan: StudyPlan, name: str, model: Path, data: StudyData, seed
     """
     from rna_train.config import load_config
     from rna_train.methods import get_method
-    from rna_train.sweep import Grid, run_sweep
+    from rna_train.sweep import Grid, run_sweep, write_atomic
 
     folder = Path(plan.out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "config.yaml"
-    tmp = config.with_suffix(f".{os.getpid()}.tmp")  # replaced atomically: other processes may read it
-    tmp.write_text(yaml.safe_dump(variant_config(plan, name, model, data), sort_keys=False))
-    tmp.replace(config)
+    config = folder / "config.yaml"  # other processes may read it
+    write_atomic(config, yaml.safe_dump(variant_config(plan, name, model, data), sort_keys=False))
     cfg, options = load_config(config)
     metrics = ["loss", "forget", *(["retain"] if get_method(cfg.method["name"]).uses_retain(options) else [])]
     grid = Grid({"seed": [str(s) for s in dict.fromkeys([*plan.variant(name).seeds, *seeds])]}, [])
